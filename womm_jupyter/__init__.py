@@ -1,0 +1,72 @@
+"""womm_jupyter: fan shell jobs out to many cores, from a notebook or a terminal.
+
+The public API is small: :func:`parallel` starts a run and returns a :class:`Run` at once;
+:func:`status` and :func:`finish` manage tasks; every error users see is a :class:`WommError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backends import TaskInfo
+from .dispatch import Dispatch, Event, Progress
+from .errors import (BackendError, ImageError, MissingToolError, OptionError,
+                     TaskNotFoundError, WommError, WorkersLostError)
+from .manage import finish, status
+from .options import ParallelOptions, resolve
+from .records import JobRecord
+from .runs import Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "Event",
+    "ImageError",
+    "JobRecord",
+    "MissingToolError",
+    "OptionError",
+    "ParallelOptions",
+    "Progress",
+    "Run",
+    "TaskInfo",
+    "TaskNotFoundError",
+    "WommError",
+    "WorkersLostError",
+    "finish",
+    "parallel",
+    "status",
+]
+
+
+def parallel(command: str, inputs: Iterable[str] | None = None, *,
+             parallel_args: Sequence[str] = (), cwd: str | Path | None = None,
+             **options: Any) -> Run:
+    """Start ``command`` once per input on womm workers; return the :class:`Run` at once.
+
+    Parameters
+    ----------
+    command:
+        a GNU parallel command template, e.g. ``"wc -l {}"``.
+    inputs:
+        one job per item, fed on GNU parallel's standard input.
+    parallel_args:
+        GNU parallel options placed before the command, e.g. ``["-k", "--tag"]``.
+    cwd:
+        the project directory (default: the current directory).
+    **options:
+        womm options by name (``kube_pods=3``, ``backend="docker"``, ``image=...``).
+
+    Examples
+    --------
+    >>> run = womm_jupyter.parallel("wc -l {}", ["a.txt", "b.txt"], kube_pods=2)
+    >>> run.wait(); run.df[["inputs", "stdout", "exit_code"]]
+    """
+    resolved = resolve(ParallelOptions, options)
+    argv = [*parallel_args, command]
+    items = [str(item) for item in inputs or ()]
+    dispatch = Dispatch(resolved, argv, cwd=Path(cwd or Path.cwd()), emit=lambda e: None,
+                        inputs=items, capture=True)
+    return Run(dispatch)

@@ -1,0 +1,94 @@
+"""The one small interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..options import ParallelOptions
+
+# Labels on every object womm creates, so `womm status` finds it and `womm finish` removes it.
+MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TASK = "womm/task"
+LABEL_OWNER = "womm/owner"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker: its name, how many job slots it serves, where its agent's socket appears."""
+
+    name: str
+    slots: int
+    socket_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_dir / "agent.sock"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything a backend needs to start a task's workers."""
+
+    task_id: str
+    owner: str
+    cwd: Path
+    command: str  # the GNU parallel command line, for labels and `womm status`
+    options: ParallelOptions
+    workers: tuple[WorkerPlan, ...]
+    shell: str  # shell the agents run jobs with (the user's, when the worker has it)
+    client_path: str  # womm's job shell; agents alias it to their shell (see agent.pl)
+    created: float
+    coordinator_pid: int
+    host: str
+    image: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One row of `womm status`."""
+
+    task_id: str
+    backend: str
+    created: float
+    status: str  # RUNNING | COMPLETE | ORPHANED
+    cpu: str
+    mem: str
+    ready: int
+    desired: int
+    cwd: str
+    command: str
+    owner: str
+
+
+GoneCallback = Callable[[str, str], None]
+"""Called with (worker name, reason) from a backend thread when a worker stops."""
+
+
+class Backend(abc.ABC):
+    """Where workers live. Implementations never print; they raise WommError subclasses."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
+        """Create the workers and start watching them; return their kind (``containers``)."""
+
+    @abc.abstractmethod
+    def diagnose(self, worker: str) -> str:
+        """Why a worker is not serving (exit status, log tail), for error messages."""
+
+    @abc.abstractmethod
+    def delete(self) -> str:
+        """Remove everything ``launch`` created; return the kind of what was deleted."""
+
+    @abc.abstractmethod
+    def tasks(self, all_owners: bool) -> list[TaskInfo]:
+        """This backend's tasks (this owner's unless ``all_owners``)."""
+
+    @abc.abstractmethod
+    def finish(self, task_id: str) -> list[str]:
+        """Delete every object of a task; return display names of what was deleted."""

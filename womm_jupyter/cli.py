@@ -1,0 +1,145 @@
+"""`womm`: the command line face. Parsers come from the option model; output is rendered from
+the core's events; the core itself never prints."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__, manage
+from ._parallel import citation
+from .dispatch import Dispatch
+from .errors import OptionError, WommError
+from .options import FinishOptions, ParallelOptions, StatusOptions, add_arguments, resolve
+from .runs import Run
+
+__all__ = ["main"]
+
+_PARALLEL_EPILOG = """\
+Everything after `--` goes to GNU parallel unchanged: its options (-k, -0, --colsep, --tag,
+--joblog, --results, --retries, --halt, --timeout, ...), the command with {} {.} {/} {#},
+and input sources (::: values, :::: files, or standard input). womm chooses where jobs run,
+so GNU parallel's -j, -S, --sshlogin and --ssh are refused.
+
+examples:
+  find -type f | womm parallel --kube-pods 3 -- wc -l {}
+  womm parallel --kube-pods 10 --procs-per-pod 4 --kube-mem 2Gi -- -k gzip -9 {} ::: *.csv
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise OptionError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `womm` parser, generated from the option model."""
+    parser = _Parser(prog="womm", allow_abbrev=False,
+                     description="Works On My Machine: run shell jobs on many workers (Docker "
+                                 "containers, or local processes) through GNU parallel.")
+    parser.add_argument("--version", action="version", version=f"womm {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    run = verbs.add_parser(
+        "parallel", help="run GNU parallel with its jobs on womm workers", allow_abbrev=False,
+        usage="womm parallel [womm options] -- [GNU parallel options] command [::: inputs]",
+        description="Start --kube-pods workers running the project image, feed them GNU "
+                    "parallel's jobs, print their output as GNU parallel would, and delete "
+                    "the workers at the end (also on Ctrl-C and errors).",
+        epilog=_PARALLEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(run, ParallelOptions)
+    status = verbs.add_parser("status", help="list this machine's tasks", allow_abbrev=False,
+                              description="ID AGE STATUS CPU MEM HEALTH PWD COMMAND of each "
+                              "task. STATUS is RUNNING, COMPLETE (awaiting `womm finish`) or "
+                              "ORPHANED (its coordinator is gone: `womm finish ID`).")
+    add_arguments(status, StatusOptions)
+    finish = verbs.add_parser("finish", help="delete everything of a task",
+                              allow_abbrev=False,
+                              description="Stop a task's coordinator if it still runs and "
+                                          "delete its workers and state.")
+    add_arguments(finish, FinishOptions)
+    return parser
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _status(options: StatusOptions) -> int:
+    rows = [["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PWD", "COMMAND"]]
+    now = time.time()
+    for task in manage.status(options.all_owners):
+        rows.append([task.task_id, _age(now - task.created), task.status, task.cpu, task.mem,
+                     f"{task.ready}/{task.desired}", task.cwd, task.command])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
+    explicit = vars(build_parser().parse_args(["parallel", *womm_args]))
+    explicit.pop("verb")
+    if explicit.get("citation"):
+        return citation()
+    if parallel_args is None:
+        raise OptionError("womm parallel: put GNU parallel's options and command after `--`, "
+                          "e.g. womm parallel --kube-pods 3 -- wc -l {}")
+    options = resolve(ParallelOptions, explicit)
+    dispatch = Dispatch(options, parallel_args, cwd=Path.cwd(), emit=lambda event: None)
+    run = Run(dispatch)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        threading.Thread(target=run.cancel, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                                signal.SIGHUP)}
+    try:
+        for event in run.events():
+            if event.kind in ("backend", "created", "deleted", "lost"):
+                print(event.text, file=sys.stderr, flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if run.status == "cancelled":
+        print("womm: cancelled; the workers were deleted", file=sys.stderr)
+        return 130
+    run.result()
+    return run.exit_code or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `womm`; return its exit status (2 for usage errors)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] == "parallel":
+            split = args.index("--") if "--" in args else None
+            womm_args = args[1:split] if split is not None else args[1:]
+            return _parallel(womm_args, args[split + 1:] if split is not None else None)
+        parsed = build_parser().parse_args(args)
+        explicit = {k: v for k, v in vars(parsed).items() if k != "verb"}
+        if parsed.verb == "status":
+            return _status(resolve(StatusOptions, explicit))
+        if parsed.verb == "finish":
+            for name in manage.finish(resolve(FinishOptions, explicit).task_id):
+                print(f"{name} deleted")
+            return 0
+        build_parser().print_help()
+        return 2
+    except WommError as exc:
+        print(f"womm: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Task ids, owners and names that are valid everywhere womm creates objects."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import re
+import secrets
+import socket
+
+__all__ = ["kube_safe_name", "new_task_id", "owner", "task_object_name"]
+
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o or 1/l: ids get read aloud
+
+
+def new_task_id() -> str:
+    """A short random task id, e.g. ``k3xq9m2a``: unique by construction, never derived."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def owner() -> str:
+    """``user@host`` of whoever runs womm here (labels, status filtering)."""
+    return kube_safe_name(f"{getpass.getuser()}.{socket.gethostname()}", limit=63)
+
+
+def task_object_name(task_id: str) -> str:
+    """Name of a task's root object: ``womm-task-<id>``."""
+    return f"womm-task-{task_id}"
+
+
+_INVALID = re.compile(r"[^a-z0-9.-]+")
+
+
+def kube_safe_name(text: str, limit: int = 63) -> str:
+    """A valid Kubernetes name/label value for ``text``, at most ``limit`` characters.
+
+    Different inputs never collide: when text had to be changed or shortened, a hash of the
+    original is appended.
+    """
+    cleaned = _INVALID.sub("-", text.lower()).strip("-.") or "x"
+    if cleaned == text and len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    head = cleaned[: limit - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}" if head else digest

@@ -1,0 +1,188 @@
+"""Every womm option, declared once.
+
+Each option is a field of a frozen dataclass whose metadata carries its help text and limits.
+The CLI parser, the magics' parser and (later) widget forms are generated from these classes;
+names map mechanically: ``kube_pods`` <-> ``--kube-pods`` <-> ``WOMM_KUBE_PODS``. Values
+resolve in one place: explicit > ``WOMM_*`` environment > project config > built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from .errors import OptionError
+
+__all__ = [
+    "BACKENDS",
+    "FinishOptions",
+    "ParallelOptions",
+    "StatusOptions",
+    "add_arguments",
+    "env_name",
+    "flag_name",
+    "parse_memory",
+    "resolve",
+]
+
+BACKENDS = ("auto", "kubernetes", "docker", "local")
+
+
+def _option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple[str, ...] = (),
+            minimum: float | None = None, metavar: str | None = None, short: str = "") -> Any:
+    meta = {"help": help, "choices": choices, "minimum": minimum, "metavar": metavar,
+            "short": short}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
+_MEMORY_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``2Gi`` or ``1G``."""
+    match = _MEMORY.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a memory size like 512Mi or 2Gi")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelOptions:
+    """Options of ``womm parallel`` / ``%%womm_parallel``."""
+
+    kube_pods: int = _option(help="number of workers (pods, or containers on Docker) to start; "
+                             "required", minimum=1, metavar="N")
+    local_procs: int = _option(0, help="extra job slots on this machine, beside the workers",
+                               minimum=0, metavar="N")
+    procs_per_pod: int = _option(1, help="jobs each worker runs at once", minimum=1,
+                                 metavar="N")
+    kube_cpu: float = _option(1.0, help="CPUs for each worker (requests = limits)",
+                              minimum=0.001, metavar="N")
+    kube_mem: str = _option("512Mi", help="memory for each worker, e.g. 512Mi or 4Gi",
+                            metavar="M")
+    backend: str = _option("auto", help="where workers run: Kubernetes when configured, else "
+                           "Docker when an engine answers, else local processes",
+                           choices=BACKENDS)
+    image: str = _option("", help="image the workers run (default: the project's womm image)",
+                         metavar="IMAGE")
+    start_timeout: float = _option(120.0, help="seconds to wait for workers to become ready",
+                                   minimum=1, metavar="S")
+    citation: bool = _option(False, help="show GNU parallel's citation notice and exit")
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusOptions:
+    """Options of ``womm status``."""
+
+    all_owners: bool = _option(False, help="show every owner's tasks, not only this "
+                               "machine's", short="-A")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishOptions:
+    """Options of ``womm finish``."""
+
+    task_id: str = _option(help="the task's ID, as `womm status` shows it", metavar="ID")
+
+
+def flag_name(name: str) -> str:
+    """``kube_pods`` -> ``--kube-pods``."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """``kube_pods`` -> ``WOMM_KUBE_PODS``."""
+    return "WOMM_" + name.upper()
+
+
+def _positional(field: dataclasses.Field[Any]) -> bool:
+    return field.name == "task_id"
+
+
+def add_arguments(parser: argparse.ArgumentParser, options: type) -> None:
+    """Add one argument per option field; unset ones stay absent (argparse.SUPPRESS)."""
+    for field in dataclasses.fields(options):
+        meta = field.metadata
+        help_text = meta["help"]
+        if field.default is not dataclasses.MISSING and field.type != "bool":
+            help_text += f" (default: {field.default if field.default != '' else 'none'})"
+        if _positional(field):
+            parser.add_argument(field.name, help=help_text, metavar=meta["metavar"])
+            continue
+        flags = [flag_name(field.name)] + ([meta["short"]] if meta["short"] else [])
+        if field.type == "bool":
+            parser.add_argument(*flags, dest=field.name, action="store_true",
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(*flags, dest=field.name, default=argparse.SUPPRESS,
+                                metavar=meta["metavar"], choices=meta["choices"] or None,
+                                help=help_text)
+
+
+T = TypeVar("T")
+
+
+def _convert(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    flag = flag_name(field.name)
+    meta = field.metadata
+    try:
+        if field.type == "bool":
+            value: Any = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true",
+                                                                               "yes", "on")
+        elif field.type == "int":
+            value = int(raw)
+        elif field.type == "float":
+            value = float(raw)
+        else:
+            value = str(raw)
+    except ValueError:
+        raise OptionError(f"{flag} must be a number (got {raw!r}{source})") from None
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        shown = int(meta["minimum"]) if field.type == "int" else meta["minimum"]
+        raise OptionError(f"{flag} must be at least {shown} (got {raw}{source})")
+    if meta["choices"] and value not in meta["choices"]:
+        raise OptionError(f"{flag} must be one of {', '.join(meta['choices'])} "
+                          f"(got {value!r}{source})")
+    if field.name == "kube_mem":
+        try:
+            parse_memory(value)
+        except ValueError as exc:
+            raise OptionError(f"{flag}: {exc}{source}") from None
+    return value
+
+
+def resolve(options: type[T], explicit: Mapping[str, Any], *,
+            environ: Mapping[str, str] | None = None,
+            config: Mapping[str, Any] | None = None) -> T:
+    """Build an options object: explicit > WOMM_* environment > project config > default.
+
+    Raises
+    ------
+    OptionError
+        naming the flag, when a value is missing, malformed or out of range.
+    """
+    environ = os.environ if environ is None else environ
+    config = config or {}
+    known = {field.name for field in dataclasses.fields(options)}  # type: ignore[arg-type]
+    unknown = set(explicit) - known
+    if unknown:
+        raise OptionError(f"unknown option {flag_name(sorted(unknown)[0])}")
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(options):  # type: ignore[arg-type]
+        if field.name in explicit and explicit[field.name] is not None:
+            values[field.name] = _convert(field, explicit[field.name], "")
+        elif env_name(field.name) in environ:
+            values[field.name] = _convert(field, environ[env_name(field.name)],
+                                          f" from ${env_name(field.name)}")
+        elif field.name in config:
+            values[field.name] = _convert(field, config[field.name], " from the project config")
+        elif field.default is dataclasses.MISSING:
+            what = flag_name(field.name) if not _positional(field) else field.metadata["metavar"]
+            raise OptionError(f"{what} is required: {field.metadata['help']}")
+    return options(**values)

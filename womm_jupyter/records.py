@@ -1,0 +1,106 @@
+"""Job records: one per job, from GNU parallel's joblog and the transport's captures."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JobRecord", "JoblogReader", "records_frame"]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What happened to one job."""
+
+    seq: int
+    inputs: tuple[str, ...] | None
+    worker: str
+    start: datetime
+    runtime: float
+    exit_code: int
+    signal: int
+    stdout: str
+    stderr: str
+    command: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.signal == 0
+
+
+_COLUMNS = [f.replace("_", " ") for f in JobRecord.__dataclass_fields__]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="backslashreplace")
+    except FileNotFoundError:
+        return ""
+
+
+class JoblogReader:
+    """Reads GNU parallel's joblog as it grows and turns each finished job into a record.
+
+    ``inputs_of(seq)`` gives a job's input values when womm knows them (it fed them).
+    """
+
+    def __init__(self, joblog: Path, jobs_dir: Path,
+                 inputs_of: Callable[[int], tuple[str, ...] | None]) -> None:
+        self._joblog = joblog
+        self._jobs = jobs_dir
+        self._inputs_of = inputs_of
+        self._offset = 0
+        self._partial = b""
+        self._header_seen = False
+
+    def read_new(self) -> Iterator[JobRecord]:
+        """Records of jobs that finished since the last call."""
+        try:
+            with open(self._joblog, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for raw in lines:
+            fields = raw.decode("utf-8", errors="backslashreplace").split("\t", 8)
+            if not self._header_seen and fields[0] == "Seq":
+                self._header_seen = True
+                continue
+            if len(fields) < 9 or not fields[0].isdigit():
+                continue
+            yield self._record(fields)
+
+    def _record(self, fields: list[str]) -> JobRecord:
+        seq = int(fields[0])
+        meta = _read(self._jobs / f"{seq}.meta").split("\t")
+        worker = meta[0] if len(meta) > 1 else ""
+        return JobRecord(seq=seq, inputs=self._inputs_of(seq), worker=worker,
+                         start=datetime.fromtimestamp(float(fields[2]), tz=timezone.utc),
+                         runtime=float(fields[3]), exit_code=int(fields[6]),
+                         signal=int(fields[7]), stdout=_read(self._jobs / f"{seq}.out"),
+                         stderr=_read(self._jobs / f"{seq}.err"), command=fields[8])
+
+
+def records_frame(records: list[JobRecord]) -> Any:
+    """A pandas DataFrame with one row per job, ordered by sequence number."""
+    import pandas as pd
+
+    rows = [asdict(record) for record in sorted(records, key=lambda r: r.seq)]
+    frame = pd.DataFrame(rows, columns=list(JobRecord.__dataclass_fields__))
+    return frame.set_index("seq", drop=False)
+
+
+def write_csv(records: list[JobRecord], path: Path) -> None:
+    """Records as CSV (used by `womm finish` to hand results back)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_COLUMNS)
+        for record in records:
+            writer.writerow(asdict(record).values())
