@@ -86,6 +86,12 @@ def _status(options: StatusOptions) -> int:
 
 
 def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
+    # Without `--`, words womm does not know are most likely the command: say where it goes.
+    _, extra = build_parser().parse_known_args(["parallel", *womm_args])
+    if extra and parallel_args is None:
+        raise OptionError(f"womm parallel: unrecognized arguments: {' '.join(extra)}; put GNU "
+                          "parallel's options and command after `--`, e.g. "
+                          "womm parallel --kube-pods 3 -- wc -l {}")
     explicit = vars(build_parser().parse_args(["parallel", *womm_args]))
     explicit.pop("verb")
     if explicit.get("citation"):
