@@ -159,6 +159,15 @@ class DockerBackend(Backend):
             labels.append(f"{LABEL_OWNER}={owner()}")
         if task_id:
             labels.append(f"{LABEL_TASK}={task_id}")
+        import docker.errors
+
+        for _ in range(4):
+            try:
+                return list(self._client.containers.list(all=True, filters={"label": labels}))
+            except docker.errors.NotFound:
+                # The SDK inspects each listed container: one removed in between (another
+                # run's cleanup) raises NotFound. List again.
+                continue
         return list(self._client.containers.list(all=True, filters={"label": labels}))
 
     def tasks(self, all_owners: bool) -> list[TaskInfo]:
