@@ -81,7 +81,8 @@ def _status(options: StatusOptions) -> int:
                      f"{task.ready}/{task.desired}", task.cwd, task.command])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        print("  ".join(cells) + "  " + row[-1])
     return 0
 
 

@@ -28,7 +28,7 @@ from .backends import Backend, LaunchPlan, LocalBackend, WorkerPlan, select_back
 from .errors import BackendError, ImageError, OptionError, WommError, WorkersLostError
 from .naming import new_task_id, owner, task_object_name
 from .options import ParallelOptions
-from .records import JobRecord, JoblogReader
+from .records import JoblogReader, JobRecord
 
 __all__ = ["Dispatch", "Event", "Progress"]
 
@@ -96,7 +96,10 @@ class _Slots:
             tmp.replace(path)  # atomic: a connecting client sees the old or the new worker
 
 
-def _job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> Callable[[int], tuple[str, ...] | None]:
+InputsOf = Callable[[int], tuple[str, ...] | None]
+
+
+def _job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> InputsOf:
     """Map a job's sequence number to its input values, where that mapping is certain.
 
     Certain means one job per input line (or per combination of ``:::`` values): no options
@@ -132,10 +135,10 @@ def _job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> Callable[[int],
         return lambda seq: None  # stdin is ignored when ::: is given; keep it simple
     # Linked sources (:::+) pair with the previous one; the rest combine, last fastest.
     groups: list[list[tuple[str, ...]]] = []
-    for values, link in zip(sources, linked):
+    for values, link in zip(sources, linked, strict=True):
         if link and groups:
             previous = groups[-1]
-            groups[-1] = [old + (values[i % len(values)],) for i, old in enumerate(previous)]
+            groups[-1] = [(*old, values[i % len(values)]) for i, old in enumerate(previous)]
         else:
             groups.append([(value,) for value in values])
     combos = [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*groups)]
@@ -148,6 +151,15 @@ def _total(argv: tuple[str, ...], fed: list[str] | None) -> int | None:
     while inputs_of(count + 1) is not None:
         count += 1
     return count or None
+
+
+def _die_with_parent() -> None:
+    # GNU parallel runs in its own session (so Ctrl-C reaches womm first); if womm itself is
+    # killed, the kernel ends GNU parallel too instead of leaving it feeding the workers.
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class Dispatch:
@@ -205,7 +217,8 @@ class Dispatch:
             for backend in reversed(self._backends):
                 try:
                     kind = backend.delete()
-                    self.emit(Event("deleted", f'{kind} "{task_object_name(self.task_id)}" deleted'))
+                    name = task_object_name(self.task_id)
+                    self.emit(Event("deleted", f'{kind} "{name}" deleted'))
                 except WommError as exc:
                     self.emit(Event("lost", f"womm: cleanup failed: {exc}"))
             tasks.remove(self.task_id)
@@ -331,7 +344,8 @@ class Dispatch:
         stdin: Any = subprocess.PIPE if self.inputs is not None else self.stdin
         pipe = subprocess.PIPE if self.capture else None
         self._parallel = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=stdin, stdout=pipe,
-                                          stderr=pipe, start_new_session=True)
+                                          stderr=pipe, start_new_session=True,
+                                          preexec_fn=_die_with_parent)
         threads = []
         if self.inputs is not None:
             payload = "".join(line + ("\0" if null else "\n") for line in self.inputs).encode()
@@ -360,10 +374,10 @@ class Dispatch:
             self.emit(Event("progress", data=Progress(total, len(self.records), failed,
                                                       0 if exited else running,
                                                       len(slots.ready), len(workers))))
+            if self._cancelled.is_set():
+                raise KeyboardInterrupt  # after the last records were read: they are kept
             if exited:
                 break
-            if self._cancelled.is_set():
-                raise KeyboardInterrupt
             if not slots.ready:
                 self._stop_parallel()
                 raise WorkersLostError(

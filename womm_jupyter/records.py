@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ class JobRecord:
     def ok(self) -> bool:
         return self.exit_code == 0 and self.signal == 0
 
-
-_COLUMNS = [f.replace("_", " ") for f in JobRecord.__dataclass_fields__]
 
 
 def _read(path: Path) -> str:
@@ -82,7 +79,7 @@ class JoblogReader:
         meta = _read(self._jobs / f"{seq}.meta").split("\t")
         worker = meta[0] if len(meta) > 1 else ""
         return JobRecord(seq=seq, inputs=self._inputs_of(seq), worker=worker,
-                         start=datetime.fromtimestamp(float(fields[2]), tz=timezone.utc),
+                         start=datetime.fromtimestamp(float(fields[2]), tz=UTC),
                          runtime=float(fields[3]), exit_code=int(fields[6]),
                          signal=int(fields[7]), stdout=_read(self._jobs / f"{seq}.out"),
                          stderr=_read(self._jobs / f"{seq}.err"), command=fields[8])
@@ -96,11 +93,3 @@ def records_frame(records: list[JobRecord]) -> Any:
     frame = pd.DataFrame(rows, columns=list(JobRecord.__dataclass_fields__))
     return frame.set_index("seq", drop=False)
 
-
-def write_csv(records: list[JobRecord], path: Path) -> None:
-    """Records as CSV (used by `womm finish` to hand results back)."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(_COLUMNS)
-        for record in records:
-            writer.writerow(asdict(record).values())

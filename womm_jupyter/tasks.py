@@ -8,10 +8,10 @@ heartbeat went stale) but whose workers remain is ORPHANED; `womm finish` remove
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from ._paths import state_root, task_dir
@@ -53,13 +53,12 @@ def coordinator_alive(task_id: str, pid: int | None, host: str | None) -> bool:
     if host != socket.gethostname() or not pid:
         return False
     try:
-        os.kill(pid, 0)
+        # A killed coordinator stays a zombie until reaped: it is gone all the same.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         beat = (task_dir(task_id) / "heartbeat").stat().st_mtime
-    except (ProcessLookupError, FileNotFoundError):
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return time.time() - beat < _STALE_AFTER
+    return state != "Z" and time.time() - beat < _STALE_AFTER
 
 
 def task_info(meta: dict[str, Any], *, ready: int, desired: int) -> Any:

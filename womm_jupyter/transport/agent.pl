@@ -30,6 +30,7 @@ $ENV{SHELL} = $shell;
 # GNU parallel names its shell (womm's client, see womm_sh.pl) inside some commands it builds
 # (--pipe); in here that name must lead to the real shell.
 $ENV{WOMM_AGENT_SHELL} = $shell;
+$ENV{WOMM_WORKER} = $opt{name};    # jobs may want to know where they run
 if ($opt{alias} ne '' && !-e $opt{alias}) {
     (my $dir = $opt{alias}) =~ s{/[^/]*$}{};
     my $made = '';

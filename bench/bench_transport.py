@@ -1,0 +1,71 @@
+"""Per-job overhead: local GNU parallel against womm's docker backend, side by side.
+
+Runs N trivial jobs (`true`) with the same number of slots through (a) GNU parallel alone on
+this machine and (b) `womm parallel --backend docker`, alternating the two several times in
+one run, and prints jobs/s of each and their ratio. Job throughput is measured from GNU
+parallel's joblog (first start to last end) in both cases, so container start-up is reported
+separately as wall-clock time, not mixed into the per-job figure.
+
+    python bench/bench_transport.py [--jobs 1000] [--slots 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from womm_jupyter._paths import vendored_parallel
+
+
+def _throughput(joblog: Path) -> float:
+    rows = [line.split("\t") for line in joblog.read_text().splitlines()[1:]]
+    start = min(float(r[2]) for r in rows)
+    end = max(float(r[2]) + float(r[3]) for r in rows)
+    return len(rows) / (end - start)
+
+
+def _run(argv: list[str], jobs: int, cwd: Path) -> float:
+    began = time.monotonic()
+    subprocess.run(argv, input="".join(f"{i}\n" for i in range(jobs)).encode(), cwd=cwd,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--slots", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image", default="womm-base:bookworm")
+    args = parser.parse_args()
+    local_rates, womm_rates, local_walls, womm_walls = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        for round_ in range(args.rounds):
+            log = cwd / f"local-{round_}.log"
+            local_walls.append(_run(["perl", str(vendored_parallel()), "-j", str(args.slots),
+                                     "--joblog", str(log), "true"], args.jobs, cwd))
+            local_rates.append(_throughput(log))
+            log = cwd / f"womm-{round_}.log"
+            womm_walls.append(_run(["womm", "parallel", "--backend", "docker", "--image",
+                                    args.image, "--kube-pods", str(args.slots), "--",
+                                    "--joblog", str(log), "true"], args.jobs, cwd))
+            womm_rates.append(_throughput(log))
+            print(f"round {round_ + 1}: local {local_rates[-1]:7.1f} jobs/s   "
+                  f"docker {womm_rates[-1]:7.1f} jobs/s   "
+                  f"ratio {womm_rates[-1] / local_rates[-1]:.2f}", flush=True)
+    local, womm = statistics.median(local_rates), statistics.median(womm_rates)
+    print(f"\n{args.jobs} jobs x {args.rounds} rounds, {args.slots} slots (median):")
+    wall = statistics.median(local_walls)
+    print(f"  local GNU parallel : {local:7.1f} jobs/s  (wall {wall:.2f} s)")
+    print(f"  womm docker backend: {womm:7.1f} jobs/s  (wall {statistics.median(womm_walls):.2f} s,"
+          " including starting and removing the containers)")
+    print(f"  ratio docker/local : {womm / local:.2f}  (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
