@@ -83,6 +83,15 @@ class Run:
         """Call ``listener(event)`` for each later event, from the coordinator's threads."""
         self._listeners.append(listener)
 
+    def widget(self) -> Any:
+        """A live progress widget of this run (``womm_jupyter.widgets.ProgressView``).
+
+        Imported only now, so the core never imports ipywidgets unless a face asks for it.
+        """
+        from .widgets import ProgressView
+
+        return ProgressView(self)
+
     def events(self) -> Iterator[Event]:
         """Every event until the run ends. Meant for one consumer."""
         while True:
