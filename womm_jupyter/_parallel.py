@@ -46,6 +46,7 @@ class ParallelArgs:
     joblog: str | None  # the user's own --joblog, which womm then reads instead of its own
     env_names: tuple[str, ...]  # --env NAME: variables forwarded to the jobs
     has_command: bool
+    joblog_append: bool = False  # --joblog +FILE: GNU parallel appends instead of truncating
 
 
 def inspect(argv: list[str] | tuple[str, ...]) -> ParallelArgs:
@@ -57,6 +58,7 @@ def inspect(argv: list[str] | tuple[str, ...]) -> ParallelArgs:
         when an option would take job placement away from womm.
     """
     joblog: str | None = None
+    joblog_append = False
     env_names: list[str] = []
     index = 0
     args = list(argv)
@@ -79,13 +81,14 @@ def inspect(argv: list[str] | tuple[str, ...]) -> ParallelArgs:
                 raise OptionError(f"GNU parallel's {word} needs a value.")
             value = args[index]
         if name in ("joblog", "jl"):
-            joblog = value[1:] if value.startswith("+") else value
+            joblog_append = value.startswith("+")
+            joblog = value[1:] if joblog_append else value
         elif name == "env":
             env_names.append(value)
         index += 1
     rest = args[index:]
     has_command = bool(rest) and rest[0] not in INPUT_SEPARATORS
-    return ParallelArgs(tuple(argv), joblog, tuple(env_names), has_command)
+    return ParallelArgs(tuple(argv), joblog, tuple(env_names), has_command, joblog_append)
 
 
 def citation() -> int:

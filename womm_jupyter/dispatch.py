@@ -337,6 +337,15 @@ class Dispatch:
         argv = [_paths.perl(), str(_paths.vendored_parallel()), "-j", str(len(slots.owner_of))]
         if not self.args.joblog:
             argv += ["--joblog", str(joblog)]
+        # Records come from this run's rows only. GNU parallel truncates the user's joblog (or
+        # appends to a +FILE one) once it has started, after womm's first read: drop the old
+        # file now, or skip the rows it already holds.
+        offset = 0
+        if self.args.joblog and joblog.is_file():
+            if self.args.joblog_append:
+                offset = joblog.stat().st_size
+            else:
+                joblog.unlink()
         argv += list(self.args.argv)
         env = dict(os.environ, PARALLEL_SHELL=str(client), WOMM_SLOTS=str(tdir / "s"),
                    WOMM_JOBS=str(tdir / "j"), WOMM_ENV=" ".join(self.args.env_names))
@@ -357,7 +366,8 @@ class Dispatch:
                                              (self._parallel.stderr, "stderr"))]
         for thread in threads:
             thread.start()
-        reader = JoblogReader(joblog, tdir / "j", _job_inputs(self.args.argv, self.inputs))
+        reader = JoblogReader(joblog, tdir / "j", _job_inputs(self.args.argv, self.inputs),
+                              offset)
         total = _total(self.args.argv, self.inputs)
         last_beat = 0.0
         failed = 0

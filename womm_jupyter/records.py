@@ -46,11 +46,11 @@ class JoblogReader:
     """
 
     def __init__(self, joblog: Path, jobs_dir: Path,
-                 inputs_of: Callable[[int], tuple[str, ...] | None]) -> None:
+                 inputs_of: Callable[[int], tuple[str, ...] | None], offset: int = 0) -> None:
         self._joblog = joblog
         self._jobs = jobs_dir
         self._inputs_of = inputs_of
-        self._offset = 0
+        self._offset = offset  # rows before it belong to earlier runs (--joblog +FILE)
         self._partial = b""
         self._header_seen = False
 
