@@ -69,7 +69,9 @@ my %sink = (O => [\*STDOUT, $capture_out], E => [\*STDERR, $capture_err]);
 for my $sig (qw(TERM INT HUP)) {
     # --timeout, --halt and Ctrl-C land here: closing the socket makes the agent kill the
     # job's process group on the worker.
-    $SIG{$sig} = sub { close $sock; exit 255; };
+    # Then die of the same signal, so GNU parallel's joblog and exit status show the job as
+    # killed (Exitval -1, Signal 15 for --timeout), exactly as for a local job.
+    $SIG{$sig} = sub { close $sock; $SIG{$sig} = 'DEFAULT'; kill $sig, $$; exit 255; };
 }
 $SIG{PIPE} = 'IGNORE';
 
