@@ -1,0 +1,186 @@
+"""The `womm` command line: the seed's example, help, version, citation and bad options."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import womm_jupyter
+
+
+def _project(root):
+    """A small project: files of different lengths, one with a space in its name."""
+    (root / "data" / "sub").mkdir(parents=True)
+    (root / "data" / "a.txt").write_text("1\n2\n3\n")
+    (root / "data" / "b c.txt").write_text("x\n")
+    (root / "data" / "sub" / "d.csv").write_text("".join(f"{i}\n" for i in range(17)))
+    (root / "empty").write_text("")
+    (root / "no-newline").write_text("one\ntwo")
+    return subprocess.run(["find", "-type", "f"], cwd=root, capture_output=True,
+                          check=True).stdout
+
+
+def test_seed_example_same_lines_as_gnu_parallel(backend, gnu, tmp_path):
+    found = _project(tmp_path)
+    ours = backend.parallel(["wc", "-l", "{}"], cwd=tmp_path, input=found)
+    theirs = gnu(["wc", "-l", "{}"], cwd=tmp_path, input=found)
+    assert ours.returncode == theirs.returncode == 0, ours.explain()
+    assert sorted(ours.stdout.splitlines()) == sorted(theirs.stdout.splitlines())
+    assert len(ours.stdout.splitlines()) == 5
+    assert b"3 ./data/a.txt" in ours.stdout.splitlines()
+    # GNU parallel's output alone on stdout; womm's own lines on stderr, as the seed prints.
+    kind = "containers" if backend.name == "docker" else "processes"
+    assert f"{kind}/womm-task-" in ours.err and " created" in ours.err, ours.err
+    assert f'{kind} "womm-task-' in ours.err and '" deleted' in ours.err, ours.err
+
+
+def test_seed_example_keep_order_is_byte_identical(backend, gnu, tmp_path):
+    found = _project(tmp_path)
+    ours = backend.parallel(["-k", "wc", "-l", "{}"], cwd=tmp_path, input=found)
+    theirs = gnu(["-k", "wc", "-l", "{}"], cwd=tmp_path, input=found)
+    assert ours.returncode == 0, ours.explain()
+    assert ours.stdout == theirs.stdout
+
+
+def test_help_lists_verbs(womm, tmp_path):
+    result = womm("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.explain()
+    for verb in ("parallel", "status", "finish"):
+        assert verb in result.out
+
+
+def test_parallel_help_lists_every_womm_option(womm, tmp_path):
+    result = womm("parallel", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.explain()
+    for flag in ("--kube-pods", "--local-procs", "--procs-per-pod", "--kube-cpu", "--kube-mem",
+                 "--backend", "--image", "--citation"):
+        assert flag in result.out, flag
+    assert "512Mi" in result.out  # the documented default of --kube-mem
+    assert "-- wc -l {}" in result.out  # the seed's example
+
+
+def test_version(womm, tmp_path):
+    result = womm("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.out.strip() == f"womm {womm_jupyter.__version__}"
+
+
+def test_citation_reaches_gnu_parallels_notice(womm, tools, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    result = womm("parallel", "--citation", cwd=tmp_path, input=b"will cite\n",
+                  env=tools.clean_env(HOME=str(home)))
+    assert result.returncode == 0, result.explain()
+    assert "@software{tange_2022" in result.out + result.err
+    assert (home / ".parallel" / "will-cite").exists()  # GNU parallel's own answer handling
+
+
+# -- bad options: one clear line, exit 2, nothing created, nothing run --------------------
+
+def _assert_usage_error(result, *needles, lines=1):
+    assert result.returncode == 2, result.explain()
+    assert result.stdout == b""
+    err_lines = result.err.rstrip("\n").splitlines()
+    assert err_lines[0].startswith("womm: error: "), result.err
+    assert "Traceback" not in result.err
+    if lines == 1:
+        assert len(err_lines) == 1, result.err
+    for needle in needles:
+        assert needle in err_lines[0], (needle, result.err)
+
+
+def _nothing_ran(tmp_path):
+    assert not list(tmp_path.glob("ran-*")), "a job ran despite the error"
+
+
+JOB = ["touch ran-{}", ":::", "a", "b"]
+
+
+def test_missing_kube_pods(womm, tmp_path):
+    result = womm("parallel", "--backend", "local", "--", *JOB, cwd=tmp_path)
+    _assert_usage_error(result, "--kube-pods", "required")
+    _nothing_ran(tmp_path)
+
+
+@pytest.mark.parametrize("value, shown", [("0", "--kube-pods must be at least 1 (got 0)"),
+                                          ("many", "--kube-pods must be a number")])
+def test_bad_kube_pods_value(womm, tmp_path, value, shown):
+    result = womm("parallel", "--kube-pods", value, "--backend", "local", "--", *JOB,
+                  cwd=tmp_path)
+    _assert_usage_error(result, shown)
+    _nothing_ran(tmp_path)
+
+
+def test_missing_separator_without_command(womm, tmp_path):
+    result = womm("parallel", "--kube-pods", "2", "--backend", "local", cwd=tmp_path)
+    _assert_usage_error(result, "`--`")
+
+
+def test_missing_separator_before_command(womm, tmp_path):
+    # The natural slip: the command typed straight after womm's options.
+    result = womm("parallel", "--kube-pods", "2", "--backend", "local", *JOB, cwd=tmp_path)
+    _assert_usage_error(result, "`--`")
+    _nothing_ran(tmp_path)
+
+
+def test_unknown_backend(womm, tmp_path):
+    result = womm("parallel", "--kube-pods", "2", "--backend", "nope", "--", *JOB,
+                  cwd=tmp_path)
+    _assert_usage_error(result, "--backend", "nope")
+    _nothing_ran(tmp_path)
+
+
+def test_unknown_womm_option(womm, tmp_path):
+    result = womm("parallel", "--kube-pods", "2", "--kube-podz", "3", "--", *JOB, cwd=tmp_path)
+    _assert_usage_error(result, "--kube-podz")
+    _nothing_ran(tmp_path)
+
+
+def test_unreachable_engine_with_docker_backend(womm, tools, tmp_path):
+    result = womm("parallel", "--kube-pods", "2", "--backend", "docker", "--image", tools.image,
+                  "--", *JOB, cwd=tmp_path,
+                  env=tools.clean_env(DOCKER_HOST="unix:///nonexistent.sock"))
+    # The engine's own words may follow after a blank line; the first line says it all.
+    _assert_usage_error(result, "Docker engine", "unix:///nonexistent.sock", lines=None)
+    _nothing_ran(tmp_path)
+
+
+@pytest.mark.parametrize("words", [["-j", "4"], ["-j4"], ["--jobs", "4"], ["--jobs=4"],
+                                   ["-P", "2"], ["-S", "host"], ["--sshlogin", "host"],
+                                   ["--ssh", "ssh"]])
+def test_gnu_parallel_placement_options_are_refused(womm, tmp_path, words):
+    result = womm("parallel", "--kube-pods", "2", "--backend", "local", "--", *words, *JOB,
+                  cwd=tmp_path)
+    _assert_usage_error(result, "GNU parallel's", "cannot be used with womm")
+    _nothing_ran(tmp_path)
+
+
+@pytest.mark.docker
+def test_refused_option_creates_no_container(womm, tools, docker_client, tmp_path):
+    result = womm("parallel", "--kube-pods", "2", "--backend", "docker", "--image", tools.image,
+                  "--", "-j", "4", *JOB, cwd=tmp_path)
+    _assert_usage_error(result, "-j")
+    assert tools.containers_under(docker_client, tmp_path) == []
+    _nothing_ran(tmp_path)
+
+
+def test_options_from_environment(womm, tools, tmp_path):
+    env = tools.clean_env(WOMM_KUBE_PODS="2", WOMM_BACKEND="local")
+    result = womm("parallel", "--", "-k", "echo", "{}", ":::", "x", "y", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.explain()
+    assert result.out == "x\ny\n"
+    assert "backend local" in result.err
+
+
+def test_bad_option_from_environment_names_the_variable(womm, tools, tmp_path):
+    env = tools.clean_env(WOMM_KUBE_PODS="0")
+    result = womm("parallel", "--backend", "local", "--", *JOB, cwd=tmp_path, env=env)
+    _assert_usage_error(result, "--kube-pods must be at least 1 (got 0 from $WOMM_KUBE_PODS)")
+    _nothing_ran(tmp_path)
+
+
+def test_finish_unknown_task(womm, tmp_path):
+    result = womm("finish", "nosuchid", cwd=tmp_path)
+    assert result.returncode == 2, result.explain()
+    assert result.err.startswith("womm: error: no task nosuchid"), result.err
