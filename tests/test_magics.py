@@ -29,7 +29,7 @@ from womm_jupyter.magics.render import TaskTable
 from womm_jupyter.options import FinishOptions, ParallelOptions, StatusOptions
 
 PACKAGE = Path(womm_jupyter.__file__).resolve().parent
-IMAGE = "womm-base:bookworm"
+IMAGE = os.environ.get("WOMM_TEST_IMAGE", "womm-base:bookworm")
 
 
 @pytest.fixture(scope="module")
@@ -297,12 +297,15 @@ def test_status_lists_a_running_task(ip, tmp_path):
 # -- Docker: the worker's own shell expands, interrupts remove the containers ---------------
 
 def _docker_client():
-    docker = pytest.importorskip("docker")
+    # Like the rest of the suite: a missing engine or image fails, it is never skipped.
+    import docker
+
     try:
         client = docker.from_env(timeout=5)
         client.images.get(IMAGE)
-    except Exception as exc:  # no engine, or no image: say which
-        pytest.skip(f"needs a Docker engine with image {IMAGE}: {exc}")
+    except Exception as exc:
+        pytest.fail(f"needs a running Docker engine with image {IMAGE} (tools/base-image.sh "
+                    f"builds it): {exc}", pytrace=False)
     return client
 
 
