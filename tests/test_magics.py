@@ -213,24 +213,28 @@ def test_failed_jobs_return_the_run_and_say_so(ip, capsys):
     assert "womm: 1 job failed (GNU parallel exited 1)" in capsys.readouterr().err
 
 
-def _interrupt_when(predicate, deadline: float = 60.0) -> threading.Thread:
+def _interrupt_when(ip, name: str, records: int, deadline: float = 60.0) -> threading.Thread:
+    """SIGINT the main thread (what a kernel interrupt delivers) once run ``name`` has
+    ``records`` finished jobs, and only while it still runs (a stray SIGINT would stop the
+    whole test session)."""
     main = threading.main_thread().ident
 
     def watch() -> None:
         end = time.monotonic() + deadline
-        while time.monotonic() < end and not predicate():
+        while time.monotonic() < end:
+            run = ip.user_ns.get(name)
+            if run is not None and run.done():
+                return
+            if run is not None and len(run.records) >= records:
+                time.sleep(0.3)
+                if not run.done():
+                    signal.pthread_kill(main, signal.SIGINT)
+                return
             time.sleep(0.05)
-        time.sleep(0.3)
-        signal.pthread_kill(main, signal.SIGINT)  # what a kernel interrupt delivers
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
-
-
-def _records(ip, name: str) -> int:
-    run = ip.user_ns.get(name)
-    return len(run.records) if run is not None else 0
 
 
 def _processes_with(marker: str) -> list[str]:
@@ -247,7 +251,7 @@ def _processes_with(marker: str) -> list[str]:
 
 def test_interrupt_cancels_and_keeps_finished_records(ip, capsys):
     marker = f"womm-test-{uuid.uuid4().hex[:8]}"
-    watcher = _interrupt_when(lambda: _records(ip, "r") >= 2)
+    watcher = _interrupt_when(ip, "r", 2)
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         ip.run_cell_magic("womm_parallel", "--kube-pods 2 --backend local -o r -- "
@@ -327,7 +331,7 @@ def test_docker_worker_shell_expands_home(ip, capsys):
 @pytest.mark.docker
 def test_docker_interrupt_deletes_the_containers(ip, capsys):
     client = _docker_client()
-    watcher = _interrupt_when(lambda: _records(ip, "r") >= 1, deadline=120)
+    watcher = _interrupt_when(ip, "r", 1, deadline=120)
     with pytest.raises(KeyboardInterrupt):
         ip.run_cell_magic("womm_parallel", f"--kube-pods 2 --image {IMAGE} --backend docker "
                           "-o r -- sleep {}", "0\n60\n60")
