@@ -390,3 +390,29 @@ def test_importing_the_core_loads_no_ipython():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_text_progress_redraws_one_line_on_a_terminal():
+    import io
+
+    from womm_jupyter.dispatch import Progress
+    from womm_jupyter.magics.render import TextProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    line = TextProgress(term, interval=0)
+    line.update(Progress(2, 0, 0, 1, 1, 1))
+    line.clear()
+    term.write("job output\n")
+    line.redraw()
+    line.update(Progress(2, 2, 0, 0, 1, 1))
+    line.close()
+    assert term.getvalue() == (
+        "\r\x1b[Kwomm: 0/2 done, 0 failed, 1 running; workers 1/1 ready\r\x1b[K"
+        "job output\n"
+        "\r\x1b[Kwomm: 0/2 done, 0 failed, 1 running; workers 1/1 ready"
+        "\r\x1b[Kwomm: 2/2 done, 0 failed, 0 running; workers 1/1 ready"
+        "\r\x1b[Kwomm: 2/2 done, 0 failed, 0 running; workers 1/1 ready\n")

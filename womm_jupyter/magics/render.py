@@ -67,6 +67,8 @@ class TextProgress:
 
     def _draw(self, text: str, final: bool = False) -> None:
         if self._tty:
+            if text == self._shown and not final:
+                return
             self._stream.write("\r\x1b[K" + text + ("\n" if final else ""))
             self._shown = "" if final else text
         elif text != self._last_text:
