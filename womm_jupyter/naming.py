@@ -29,6 +29,9 @@ def task_object_name(task_id: str) -> str:
 
 
 _INVALID = re.compile(r"[^a-z0-9.-]+")
+# What this function appends: a text that already ends like it gets a hash of its own, or
+# "a-b-<hash of 'a_b'>" would come out the same as "a_b" does.
+_LOOKS_HASHED = re.compile(r"(?:^|-)[0-9a-f]{8}$")
 
 
 def kube_safe_name(text: str, limit: int = 63) -> str:
@@ -38,8 +41,9 @@ def kube_safe_name(text: str, limit: int = 63) -> str:
     original is appended.
     """
     cleaned = _INVALID.sub("-", text.lower()).strip("-.") or "x"
-    if cleaned == text and len(text) <= limit:
+    if cleaned == text and len(text) <= limit and not _LOOKS_HASHED.search(text):
         return text
-    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    head = cleaned[: limit - len(digest) - 1].rstrip("-.")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:min(8, limit)]
+    # max(0, ...): with a small limit a negative slice end would keep almost all of the text.
+    head = cleaned[: max(0, limit - len(digest) - 1)].rstrip("-.")
     return f"{head}-{digest}" if head else digest
