@@ -126,14 +126,43 @@ def womm() -> Womm:
 
 # -- Docker ---------------------------------------------------------------------------------
 
-def containers_under(client: Any, directory: Path) -> list[Any]:
+@dataclass
+class Container:
+    """A womm container as one listing saw it (a listing never inspects, so a container
+    removed meanwhile cannot make it fail)."""
+
+    client: Any
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str
+
+    def kill(self) -> None:
+        self.client.api.kill(self.id)
+
+    def remove(self) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(self.id, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def inspect(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.client.api.inspect_container(self.id)
+        return info
+
+
+def containers_under(client: Any, directory: Path) -> list[Container]:
     """womm containers whose project directory is ``directory`` or below it."""
     prefix = str(directory)
     found = []
-    for container in client.containers.list(all=True, filters={"label": f"{MANAGED_BY}=womm"}):
-        cwd = container.labels.get("womm/cwd", "")
+    for raw in client.api.containers(all=True, filters={"label": f"{MANAGED_BY}=womm"}):
+        labels = raw.get("Labels") or {}
+        cwd = labels.get("womm/cwd", "")
         if cwd == prefix or cwd.startswith(prefix + os.sep):
-            found.append(container)
+            found.append(Container(client, raw["Id"], raw["Names"][0].lstrip("/"), labels,
+                                   raw.get("State", "")))
     return found
 
 
@@ -163,7 +192,7 @@ def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     left = containers_under(client, base)
     names = [c.name for c in left]
     for container in left:
-        container.remove(force=True)
+        container.remove()
     assert not names, f"womm containers left behind by the tests: {names}"
 
 
@@ -179,16 +208,23 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
+@pytest.fixture
+def docker_womm(docker_client: Any, tmp_path: Path) -> Iterator[Womm]:
+    """`womm` on Docker workers; afterwards none of this test's containers may remain."""
+    yield Womm("docker", ("--backend", "docker", "--image", IMAGE))
+    left = [c.name for c in containers_under(docker_client, tmp_path)]
+    for container in containers_under(docker_client, tmp_path):
+        container.remove()
+    assert not left, f"containers of this test were not deleted: {left}"
+
+
 @pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), "local"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Womm]:
+def backend(request: pytest.FixtureRequest) -> Womm:
     """`womm` on each backend of this issue: Docker workers and local agent processes."""
     if request.param == "local":
-        yield Womm("local", ("--backend", "local"))
-        return
-    client = request.getfixturevalue("docker_client")
-    yield Womm("docker", ("--backend", "docker", "--image", IMAGE))
-    left = [c.name for c in containers_under(client, tmp_path)]
-    assert not left, f"containers of this test were not deleted: {left}"
+        return Womm("local", ("--backend", "local"))
+    womm: Womm = request.getfixturevalue("docker_womm")
+    return womm
 
 
 class LineReader:
