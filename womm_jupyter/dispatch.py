@@ -230,10 +230,10 @@ class Dispatch:
         remote = tuple(WorkerPlan(f"{name}-{i}", opts.procs_per_pod, tdir / "w" / str(i))
                        for i in range(opts.kube_pods))
         image = opts.image
-        if backend.name == "docker" and not image:
-            raise OptionError("--image is required on the docker backend until `womm setup` "
-                              "has built a project image (e.g. --image womm-base:bookworm, made "
-                              "by tools/base-image.sh).")
+        if backend.name != "local" and not image:
+            raise OptionError(f"--image is required on the {backend.name} backend until "
+                              "`womm setup` has built a project image (e.g. --image "
+                              "womm-base:bookworm, made by tools/base-image.sh).")
         user_shell = os.environ.get("SHELL", "") or "/bin/bash"
         base = dict(task_id=self.task_id, owner=owner(), cwd=self.cwd,
                     command=shlex.join(self.args.argv), options=opts, shell=user_shell,
@@ -253,7 +253,8 @@ class Dispatch:
         return client
 
     def _run(self, tdir: Path) -> int:
-        backend, reason = select_backend(self.options.backend)
+        backend, reason = select_backend(self.options.backend, self.options.context,
+                                         self.options.namespace)
         self.emit(Event("backend", reason))
         main, local = self._plan(tdir, backend)
         client = self._write_client(tdir)
@@ -293,8 +294,9 @@ class Dispatch:
             self.emit(Event("lost", f"womm: worker {name} stopped ({why}); its slots moved to "
                                     f"{len(slots.ready)} live worker(s)"))
         for worker in workers:
-            if worker.name not in slots.ready and worker.name not in slots.gone \
-                    and worker.socket.exists():
+            # A place left by a lost pod is taken again by its replacement.
+            if worker.name not in slots.ready and worker.socket.exists():
+                slots.gone.discard(worker.name)
                 slots.mark_ready(worker)
                 self.emit(Event("ready", f"womm: worker {worker.name} ready"))
 
@@ -311,6 +313,12 @@ class Dispatch:
             if self._cancelled.is_set():
                 raise KeyboardInterrupt
             self._check_ready(slots, workers)
+            fatal = next(filter(None, (backend.fatal() for backend in self._backends)), "")
+            if fatal:
+                raise BackendError(f"the workers cannot start: {fatal}. Fix the cause (image "
+                                   "name, resources, quota) and run again.",
+                                   "\n\n".join(filter(None, (self._diagnose(w.name)
+                                                             for w in workers[:1]))))
             if len(slots.gone) == len(workers):
                 raise ImageError(
                     f"every worker stopped before its agent started: check that image "
@@ -348,7 +356,8 @@ class Dispatch:
                 joblog.unlink()
         argv += list(self.args.argv)
         env = dict(os.environ, PARALLEL_SHELL=str(client), WOMM_SLOTS=str(tdir / "s"),
-                   WOMM_JOBS=str(tdir / "j"), WOMM_ENV=" ".join(self.args.env_names))
+                   WOMM_JOBS=str(tdir / "j"), WOMM_ENV=" ".join(self.args.env_names),
+                   WOMM_CONNECT_TIMEOUT=f"{self.options.start_timeout:.0f}")
         null = "-0" in self.args.argv or "--null" in self.args.argv
         stdin: Any = subprocess.PIPE if self.inputs is not None else self.stdin
         pipe = subprocess.PIPE if self.capture else None
@@ -370,6 +379,7 @@ class Dispatch:
                               offset)
         total = _total(self.args.argv, self.inputs)
         last_beat = 0.0
+        lost_since: float | None = None
         failed = 0
         while True:
             exited = self._parallel.poll() is not None
@@ -388,15 +398,25 @@ class Dispatch:
                 raise KeyboardInterrupt  # after the last records were read: they are kept
             if exited:
                 break
-            if not slots.ready:
-                self._stop_parallel()
-                raise WorkersLostError(
-                    f"all {len(workers)} workers stopped while jobs remained; no job ran on "
-                    "this machine. Rerun, with --retries N to re-run a lost worker's jobs.",
-                    "\n\n".join(self._lost_reasons))
             now = time.monotonic()
+            if slots.ready:
+                lost_since = None
+            else:
+                # Kubernetes replaces lost pods: wait for one, unless it cannot come.
+                lost_since = lost_since or now
+                fatal = "; ".join(filter(None, (b.fatal() for b in self._backends)))
+                replacing = any(b.replaces_workers for b in self._backends) and not fatal
+                if not replacing or now - lost_since > self.options.start_timeout:
+                    self._stop_parallel()
+                    raise WorkersLostError(
+                        f"all {len(workers)} workers stopped while jobs remained"
+                        f"{f' ({fatal})' if fatal else ''}; no job ran on this machine. Rerun, "
+                        "with --retries N to re-run a lost worker's jobs.",
+                        "\n\n".join(self._lost_reasons))
             if now - last_beat > tasks.HEARTBEAT_SECONDS:
                 tasks.touch_heartbeat(self.task_id)
+                for backend in self._backends:
+                    backend.heartbeat()
                 last_beat = now
             time.sleep(_POLL)
         for thread in threads:

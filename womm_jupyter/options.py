@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import OptionError
@@ -21,6 +22,7 @@ __all__ = [
     "BACKENDS",
     "FinishOptions",
     "ParallelOptions",
+    "SetupOptions",
     "StatusOptions",
     "add_arguments",
     "env_name",
@@ -33,9 +35,12 @@ BACKENDS = ("auto", "kubernetes", "docker", "local")
 
 
 def _option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple[str, ...] = (),
-            minimum: float | None = None, metavar: str | None = None, short: str = "") -> Any:
+            minimum: float | None = None, metavar: str | None = None, short: str = "",
+            shown_default: str | None = None) -> Any:
+    # shown_default: the default as --help words it, when the field's own default ("") only
+    # means "not given" (e.g. `womm setup` asks, or uses what the project recorded).
     meta = {"help": help, "choices": choices, "minimum": minimum, "metavar": metavar,
-            "short": short}
+            "short": short, "shown_default": shown_default}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -71,9 +76,47 @@ class ParallelOptions:
                            choices=BACKENDS)
     image: str = _option("", help="image the workers run (default: the project's womm image)",
                          metavar="IMAGE")
+    namespace: str = _option("", help="Kubernetes namespace (default: the kubeconfig "
+                             "context's, or the pod's own when run inside a cluster)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
     start_timeout: float = _option(120.0, help="seconds to wait for workers to become ready",
                                    minimum=1, metavar="S")
     citation: bool = _option(False, help="show GNU parallel's citation notice and exit")
+
+
+SHARE_CHOICES = ("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupOptions:
+    """Options of ``womm setup`` / ``%womm_setup``: one flag per question of the dialogue."""
+
+    share: str = _option("", help="how to share the project directory with the workers: 1 or "
+                         "lazy, 2 or eager (no syncback), 3 or eager-syncback, 4 or none",
+                         choices=SHARE_CHOICES, metavar="METHOD",
+                         shown_default="ask; a repeated setup keeps the recorded one")
+    base: str = _option("", help="base image of the testbed; giving it on a repeated setup "
+                        "starts again from this image instead of the project's",
+                        metavar="IMAGE",
+                        shown_default="ask, offering ubuntu:22.04; a repeated setup starts "
+                                      "from the project's image")
+    prefix: str = _option("", help="image name prefix you may push to, e.g. "
+                          "us-west4-docker.pkg.dev/angr-ci/defcon/ or 127.0.0.1:5000/",
+                          metavar="PREFIX", shown_default="ask, offering the one you gave last")
+    script: str = _option("", help="run this shell script in the testbed (sourced by its "
+                          "shell, so its exports are captured) instead of an interactive shell",
+                          metavar="FILE", shown_default="an interactive shell")
+    yes: bool = _option(False, help="answer every remaining question with its default, and "
+                        "\"Does it work?\" with y", short="-y")
+    keep_secrets: str = _option("", help="comma-separated names of exported variables that "
+                                "look like secrets (TOKEN, PASSWORD, KEY...) to keep in the "
+                                "image anyway", metavar="NAMES",
+                                shown_default="leave them out")
+    host_rw: bool = _option(False, help="mount this machine's root at /mnt read-write in the "
+                            "testbed (read-only by default)")
+    show: bool = _option(False, help="print the project's current configuration and exit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +125,10 @@ class StatusOptions:
 
     all_owners: bool = _option(False, help="show every owner's tasks, not only this "
                                "machine's", short="-A")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +136,10 @@ class FinishOptions:
     """Options of ``womm finish``."""
 
     task_id: str = _option(help="the task's ID, as `womm status` shows it", metavar="ID")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
 
 
 def flag_name(name: str) -> str:
@@ -110,7 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser, options: type) -> None:
     for field in dataclasses.fields(options):
         meta = field.metadata
         help_text = meta["help"]
-        if field.default is not dataclasses.MISSING and field.type != "bool":
+        if meta.get("shown_default"):
+            help_text += f" (default: {meta['shown_default']})"
+        elif field.default is not dataclasses.MISSING and field.type != "bool":
             help_text += f" (default: {field.default if field.default != '' else 'none'})"
         if _positional(field):
             parser.add_argument(field.name, help=help_text, metavar=meta["metavar"])
@@ -159,8 +212,11 @@ def _convert(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
 
 def resolve(options: type[T], explicit: Mapping[str, Any], *,
             environ: Mapping[str, str] | None = None,
-            config: Mapping[str, Any] | None = None) -> T:
+            config: Mapping[str, Any] | None = None, cwd: Path | None = None) -> T:
     """Build an options object: explicit > WOMM_* environment > project config > default.
+
+    ``config`` defaults to what the project config of ``cwd`` (default: the current
+    directory) supplies (:func:`womm_jupyter.config.option_defaults`); pass ``{}`` for none.
 
     Raises
     ------
@@ -168,7 +224,10 @@ def resolve(options: type[T], explicit: Mapping[str, Any], *,
         naming the flag, when a value is missing, malformed or out of range.
     """
     environ = os.environ if environ is None else environ
-    config = config or {}
+    if config is None:
+        from .config import option_defaults  # config.py imports errors only: no cycle
+
+        config = option_defaults(cwd)
     known = {field.name for field in dataclasses.fields(options)}  # type: ignore[arg-type]
     unknown = set(explicit) - known
     if unknown:

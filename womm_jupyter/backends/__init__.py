@@ -9,7 +9,8 @@ from ..errors import MissingToolError
 from .base import Backend, LaunchPlan, TaskInfo, WorkerPlan
 from .local import LocalBackend
 
-__all__ = ["Backend", "LaunchPlan", "LocalBackend", "TaskInfo", "WorkerPlan", "select_backend"]
+__all__ = ["Backend", "LaunchPlan", "LocalBackend", "TaskInfo", "WorkerPlan",
+           "kubernetes_configured", "select_backend"]
 
 
 def _kubernetes_configured() -> bool:
@@ -18,17 +19,23 @@ def _kubernetes_configured() -> bool:
     return in_cluster or any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p)
 
 
-def select_backend(name: str) -> tuple[Backend, str]:
+def kubernetes_configured() -> bool:
+    """Whether a kubeconfig file or an in-cluster configuration exists."""
+    return _kubernetes_configured()
+
+
+def select_backend(name: str, context: str = "", namespace: str = "") -> tuple[Backend, str]:
     """The backend to use and a one-line reason to show the user.
 
     ``auto`` picks Kubernetes when a kubeconfig or in-cluster config is found, else Docker
     when an engine answers, else local processes.
     """
     if name == "kubernetes" or (name == "auto" and _kubernetes_configured()):
-        raise MissingToolError(
-            "the Kubernetes backend is not available in this version of womm: "
-            "use --backend docker or --backend local"
-            + (" (a kubeconfig was found, so auto chose kubernetes)" if name == "auto" else "."))
+        from .kubernetes import KubernetesBackend
+
+        backend = KubernetesBackend(context, namespace)
+        why = "you asked for it" if name == "kubernetes" else "a Kubernetes configuration is found"
+        return backend, f"womm: backend kubernetes, namespace {backend.namespace} ({why})"
     if name == "local":
         return LocalBackend(), "womm: backend local (you asked for it)"
     from .docker import DockerBackend, connect

@@ -72,10 +72,19 @@ class Backend(abc.ABC):
     """Where workers live. Implementations never print; they raise WommError subclasses."""
 
     name: str = ""
+    replaces_workers = False  # whether lost workers come back by themselves (Kubernetes)
 
     @abc.abstractmethod
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         """Create the workers and start watching them; return their kind (``containers``)."""
+
+    def heartbeat(self) -> None:  # noqa: B027 - most backends have nothing to renew
+        """Tell the cluster the coordinator is alive (Kubernetes: renew the task's Lease)."""
+
+    def fatal(self) -> str:
+        """A reason the workers cannot start that waiting will not cure (ImagePullBackOff,
+        Unschedulable, quota), or ''."""
+        return ""
 
     @abc.abstractmethod
     def diagnose(self, worker: str) -> str:

@@ -16,8 +16,7 @@ from typing import Any
 from .. import _paths, tasks
 from ..errors import BackendError, ImageError, MissingToolError
 from ..options import parse_memory
-from .base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, Backend, GoneCallback, LaunchPlan, \
-    TaskInfo
+from .base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, Backend, GoneCallback, LaunchPlan, TaskInfo
 
 _SOCKET_DIR_IN_WORKER = "/run/womm"
 
@@ -68,8 +67,13 @@ class DockerBackend(Backend):
         try:
             self._client.images.get(plan.image)
         except docker.errors.ImageNotFound:
-            raise ImageError(f"image {plan.image} is not on this Docker engine: build it "
-                             "(tools/base-image.sh or `womm setup`), or pass --image.") from None
+            try:  # e.g. the project image by digest, pushed by `womm setup` on another machine
+                self._client.images.pull(plan.image)
+            except docker.errors.APIError as exc:
+                raise ImageError(f"image {plan.image} is not on this Docker engine and could "
+                                 f"not be pulled ({exc.explanation or exc}): build it "
+                                 "(tools/base-image.sh or `womm setup`), or pass --image.") \
+                    from None
         # Watch before creating, so that no death goes unseen.
         since = int(time.time()) - 1
         self._events = self._client.events(
@@ -109,6 +113,10 @@ class DockerBackend(Backend):
             for event in self._events:
                 name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
                 if name in self._containers and not self._deleting:
+                    assert self._plan is not None
+                    for worker in self._plan.workers:
+                        if worker.name == name:
+                            worker.socket.unlink(missing_ok=True)  # not a live worker now
                     code = event.get("Actor", {}).get("Attributes", {}).get("exitCode", "?")
                     on_gone(name, f"container exited with status {code}")
         except Exception:  # the stream closes when the backend is deleted

@@ -57,6 +57,10 @@ class LocalBackend(Backend):
 
     def _watch(self, name: str, proc: subprocess.Popen[bytes], on_gone: GoneCallback) -> None:
         code = proc.wait()
+        assert self._plan is not None
+        for worker in self._plan.workers:
+            if worker.name == name:
+                worker.socket.unlink(missing_ok=True)  # a killed agent leaves it behind
         if not self._deleting:
             on_gone(name, f"agent process exited with status {code}")
 

@@ -22,6 +22,8 @@ while (@ARGV) {
     $opt{$key} = shift @ARGV;
 }
 die "womm-agent: --listen PATH is required\n" unless defined $opt{listen};
+# Pods of one Deployment share a command line: an empty name means "the pod's own name".
+$opt{name} = $ENV{HOSTNAME} || 'worker' if $opt{name} eq '';
 
 # Under docker/kubectl exec SHELL is unset and GNU parallel's wrapper then runs nothing.
 my $shell = ($opt{shell} ne '' && -x $opt{shell}) ? $opt{shell}

@@ -1,0 +1,138 @@
+"""The local end of a pod's job connections.
+
+Each Ready pod gets one long-lived exec stream running ``transport/mux.pl``; this relay
+listens on the worker's local unix socket (the path the job slots point at, as with Docker)
+and carries every accepted job connection over that stream as a channel. Job bytes never
+touch the Kubernetes API per job, only the already-open stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import selectors
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_HEADER = struct.Struct(">cII")  # type, channel, length (as mux.pl)
+
+
+class PodRelay:
+    """Serve ``socket_path`` for one pod until its stream or the relay closes.
+
+    ``open_stream()`` returns a kubernetes ``WSClient`` (binary, not preloaded) running
+    mux.pl; ``on_closed(reason)`` is called once when the relay stops by itself.
+    """
+
+    def __init__(self, pod: str, socket_path: Path, open_stream: Callable[[], Any],
+                 on_closed: Callable[[str], None]) -> None:
+        self.pod = pod
+        self.socket_path = socket_path
+        self._open_stream = open_stream
+        self._on_closed = on_closed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"womm-relay-{pod}")
+        self.error = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop relaying (jobs on this pod lose their connection); no on_closed call."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        reason = "the pod's stream closed"
+        try:
+            reason = self._serve()
+        except Exception as exc:  # any failure ends this pod's service, never the run
+            reason = f"relay failed: {exc}"
+        finally:
+            self.socket_path.unlink(missing_ok=True)
+        if not self._stop.is_set():
+            self._on_closed(reason)
+
+    def _serve(self) -> str:
+        stream = self._open_stream()
+        raw = stream.sock.sock
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tmp = self.socket_path.with_name(self.socket_path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        listener.bind(str(tmp))
+        listener.listen(512)
+        listener.setblocking(False)
+        tmp.replace(self.socket_path)  # appears only once it accepts: readiness
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ, "listen")
+        selector.register(raw, selectors.EVENT_READ, "stream")
+        conns: dict[int, socket.socket] = {}
+        ids = itertools.count(1)
+        buffer = b""
+        try:
+            while not self._stop.is_set():
+                pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
+                events = selector.select(timeout=0 if pending else 0.5)
+                if pending or any(key.data == "stream" for key, _ in events):
+                    stream.update(timeout=0)
+                    if not stream.is_open():
+                        return "the pod's stream closed (pod stopped or deleted)"
+                    buffer += stream.read_channel(1) or b""
+                    errors = stream.read_channel(2)
+                    if errors:
+                        self.error += errors.decode(errors="replace")
+                    buffer = self._deliver(buffer, conns, selector, stream)
+                for key, _ in events:
+                    if key.data == "listen":
+                        conn, _ = listener.accept()
+                        channel = next(ids)
+                        conns[channel] = conn
+                        selector.register(conn, selectors.EVENT_READ, channel)
+                        stream.write_stdin(_HEADER.pack(b"C", channel, 0))
+                    elif isinstance(key.data, int):
+                        channel = key.data
+                        conn = conns[channel]
+                        try:
+                            data = conn.recv(65536)
+                        except OSError:
+                            data = b""
+                        if data:
+                            stream.write_stdin(_HEADER.pack(b"D", channel, len(data)) + data)
+                        else:
+                            stream.write_stdin(_HEADER.pack(b"E", channel, 0))
+                            selector.unregister(conn)
+                            conn.close()
+                            del conns[channel]
+            return "stopped"
+        finally:
+            for conn in conns.values():
+                conn.close()
+            listener.close()
+            stream.close()
+
+    @staticmethod
+    def _deliver(buffer: bytes, conns: dict[int, socket.socket],
+                 selector: selectors.BaseSelector, stream: Any) -> bytes:
+        while len(buffer) >= _HEADER.size:
+            kind, channel, size = _HEADER.unpack_from(buffer)
+            if len(buffer) < _HEADER.size + size:
+                break
+            data = buffer[_HEADER.size:_HEADER.size + size]
+            buffer = buffer[_HEADER.size + size:]
+            conn = conns.get(channel)
+            if conn is None:
+                continue
+            if kind == b"D":
+                try:
+                    conn.sendall(data)
+                    continue
+                except OSError:  # the job client is gone: the pod's end must close too
+                    stream.write_stdin(_HEADER.pack(b"E", channel, 0))
+            selector.unregister(conn)
+            conn.close()
+            del conns[channel]
+        return buffer

@@ -1,0 +1,306 @@
+"""Workers as pods of one Deployment, ``womm-task-<id>``, on a Kubernetes cluster.
+
+Pods run the womm agent as their main process. A pod joins the run as soon as it is Ready
+(seen by a watch, never by polling) through a relay that carries its job connections over
+one exec stream (see _relay.py), and leaves as soon as it stops being Ready; replacement pods
+take the free worker places. A Lease owned by the Deployment is the coordinator's heartbeat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import _paths, manifests
+from ..errors import BackendError, MissingToolError
+from ..naming import owner, task_object_name
+from ._relay import PodRelay
+from .base import (
+    LABEL_OWNER,
+    LABEL_TASK,
+    MANAGED_BY,
+    Backend,
+    GoneCallback,
+    LaunchPlan,
+    TaskInfo,
+    WorkerPlan,
+)
+
+# Waiting reasons that will not fix themselves within a start timeout.
+_FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                  "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
+_STALE_LEASE = 10.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _api_error(exc: Exception, doing: str, namespace: str) -> BackendError:
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", "") or str(exc)
+    if status == 403:
+        return BackendError(
+            f"Kubernetes refused to let you {doing} in namespace {namespace} (Forbidden): ask "
+            "an admin to apply `womm cluster-setup` there and to bind you to its Role, or "
+            "choose another namespace with --namespace.", getattr(exc, "body", "") or "")
+    return BackendError(f"Kubernetes could not {doing} in namespace {namespace}: {reason}",
+                        getattr(exc, "body", "") or "")
+
+
+def load_config(context: str = "") -> tuple[Any, str]:
+    """An ApiClient and the namespace of the kubeconfig context (or in-cluster config)."""
+    import os
+
+    from kubernetes import client, config
+
+    try:
+        if "KUBERNETES_SERVICE_HOST" in os.environ and not context:
+            config.load_incluster_config()
+            namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            return client.ApiClient(), namespace.read_text().strip() or "default"
+        config.load_kube_config(context=context or None)
+        _, active = config.list_kube_config_contexts()
+        chosen = active
+        if context:
+            contexts, _ = config.list_kube_config_contexts()
+            chosen = next(c for c in contexts if c["name"] == context)
+        return client.ApiClient(), chosen.get("context", {}).get("namespace") or "default"
+    except Exception as exc:  # the loader raises ConfigException, StopIteration, OSError...
+        raise MissingToolError(f"no usable Kubernetes configuration ({exc}): set KUBECONFIG "
+                               "or --context, or choose --backend docker or local.") from exc
+
+
+class KubernetesBackend(Backend):
+    """Deployment ``womm-task-<id>`` with ``--kube-pods`` replicas."""
+
+    name = "kubernetes"
+    replaces_workers = True
+
+    def __init__(self, context: str = "", namespace: str = "") -> None:
+        from kubernetes import client
+
+        self._context = context
+        self._api_client, default_namespace = load_config(context)
+        self.namespace = namespace or default_namespace
+        self.core = client.CoreV1Api(self._api_client)
+        self.apps = client.AppsV1Api(self._api_client)
+        self.coordination = client.CoordinationV1Api(self._api_client)
+        self._plan: LaunchPlan | None = None
+        self._on_gone: GoneCallback | None = None
+        self._lock = threading.Lock()
+        self._relays: dict[str, tuple[PodRelay, WorkerPlan]] = {}  # pod -> relay, place
+        self._free: list[WorkerPlan] = []
+        self._problems: dict[str, str] = {}  # pod -> why it is not running
+        self._stop = threading.Event()
+        self._last_fatal_check = 0.0
+        self._fatal = ""
+
+    # -- launch and watch -------------------------------------------------------------------
+    def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        self._plan, self._on_gone = plan, on_gone
+        self._free = list(plan.workers)
+        body = manifests.worker_deployment(plan, _paths.transport_file("agent.pl").read_text())
+        try:
+            created = self.apps.create_namespaced_deployment(self.namespace, body)
+            self.coordination.create_namespaced_lease(
+                self.namespace, manifests.lease(plan, created.metadata.uid, _now()))
+        except ApiException as exc:
+            raise _api_error(exc, "create the workers' Deployment", self.namespace) from exc
+        threading.Thread(target=self._watch_pods, daemon=True,
+                         name=f"womm-watch-{plan.task_id}").start()
+        return "deployment.apps"
+
+    def _selector(self, task_id: str) -> str:
+        return f"{MANAGED_BY}=womm,{LABEL_TASK}={task_id}"
+
+    def _watch_pods(self) -> None:
+        from kubernetes import watch
+
+        assert self._plan is not None
+        selector = self._selector(self._plan.task_id)
+        while not self._stop.is_set():
+            try:
+                listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+                for pod in listed.items:
+                    self._pod_event("ADDED", pod)
+                stream = watch.Watch()
+                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
+                                           label_selector=selector, timeout_seconds=60,
+                                           resource_version=listed.metadata.resource_version):
+                    if self._stop.is_set():
+                        stream.stop()
+                        return
+                    self._pod_event(event["type"], event["object"])
+            except Exception as exc:  # 410 Gone, a dropped connection: list again
+                if self._stop.is_set():
+                    return
+                self._problems["watch"] = f"pod watch interrupted: {exc}"
+                time.sleep(1)
+
+    def _pod_event(self, kind: str, pod: Any) -> None:
+        name = pod.metadata.name
+        ready = kind != "DELETED" and pod.metadata.deletion_timestamp is None and any(
+            c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        self._record_problem(name, pod, kind)
+        with self._lock:
+            attached = name in self._relays
+            if ready and not attached and self._free:
+                place = self._free.pop(0)
+                relay = PodRelay(name, place.socket, self._stream_opener(name),
+                                 functools.partial(self._relay_closed, name))
+                self._relays[name] = (relay, place)
+                relay.start()
+                return
+        if not ready and attached:
+            self._detach(name, "pod deleted" if kind == "DELETED" else "pod no longer Ready")
+
+    def _record_problem(self, name: str, pod: Any, kind: str) -> None:
+        why = []
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False":
+                why.append(f"{condition.reason}: {condition.message}")
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting and waiting.reason:
+                why.append(f"{waiting.reason}: {waiting.message or ''}".strip())
+            terminated = status.state.terminated if status.state else None
+            if terminated:
+                why.append(f"exited with status {terminated.exit_code} ({terminated.reason})")
+        if why and kind != "DELETED":
+            self._problems[name] = "; ".join(why)
+        else:
+            self._problems.pop(name, None)
+
+    def _stream_opener(self, pod: str) -> Any:
+        mux = _paths.transport_file("mux.pl").read_text()
+
+        def open_stream() -> Any:
+            from kubernetes import client
+            from kubernetes.stream import stream
+
+            # stream() patches its ApiClient while it runs: give each pod a client of its own.
+            api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
+            return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
+                          command=["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"],
+                          stdin=True, stdout=True, stderr=True, tty=False,
+                          _preload_content=False, binary=True)
+
+        return open_stream
+
+    def _relay_closed(self, pod: str, why: str) -> None:
+        self._detach(pod, why, close=False)
+
+    def _detach(self, pod: str, why: str, close: bool = True) -> None:
+        with self._lock:
+            entry = self._relays.pop(pod, None)
+        if entry is None:
+            return
+        relay, place = entry
+        if close:
+            relay.close()
+        place.socket.unlink(missing_ok=True)
+        with self._lock:
+            self._free.append(place)
+        if self._on_gone and not self._stop.is_set():
+            self._on_gone(place.name, f"{pod}: {why}")
+
+    # -- health -----------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        assert self._plan is not None
+        name = task_object_name(self._plan.task_id)
+        try:
+            self.coordination.patch_namespaced_lease(name, self.namespace,
+                                                     {"spec": {"renewTime": _now()}})
+        except Exception as exc:  # a missed beat is not fatal; the next one may pass
+            self._problems["lease"] = f"heartbeat failed: {exc}"
+
+    def fatal(self) -> str:
+        """A reason the workers cannot start that waiting will not cure, or ''."""
+        for pod, why in list(self._problems.items()):
+            if any(reason in why for reason in _FATAL_WAITING) or "Unschedulable" in why:
+                return f"pod {pod}: {why}"
+        now = time.monotonic()
+        if self._plan is not None and now - self._last_fatal_check > 1.0:
+            self._last_fatal_check = now
+            try:
+                deployment = self.apps.read_namespaced_deployment_status(
+                    task_object_name(self._plan.task_id), self.namespace)
+                if deployment.spec.replicas == 0:
+                    return "its Deployment was scaled to 0 from outside"
+                for condition in deployment.status.conditions or []:
+                    if condition.type == "ReplicaFailure" and condition.status == "True":
+                        return f"{condition.reason}: {condition.message}"
+            except Exception as exc:
+                return f"the Deployment cannot be read: {exc}"
+        return ""
+
+    def diagnose(self, worker: str) -> str:
+        return "\n".join(f"pod {pod}: {why}" for pod, why in self._problems.items())
+
+    # -- cleanup ----------------------------------------------------------------------------
+    def delete(self) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        self._stop.set()
+        with self._lock:
+            relays = list(self._relays.values())
+            self._relays.clear()
+        for relay, place in relays:
+            relay.close()
+            place.socket.unlink(missing_ok=True)
+        assert self._plan is not None
+        try:
+            self.apps.delete_namespaced_deployment(task_object_name(self._plan.task_id),
+                                                   self.namespace,
+                                                   propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, "delete the workers' Deployment", self.namespace) from exc
+        return "deployment.apps"
+
+    # -- status and finish ------------------------------------------------------------------
+    def tasks(self, all_owners: bool) -> list[TaskInfo]:
+        selector = f"{MANAGED_BY}=womm" + ("" if all_owners else f",{LABEL_OWNER}={owner()}")
+        deployments = self.apps.list_namespaced_deployment(self.namespace,
+                                                           label_selector=selector).items
+        leases = {lease.metadata.name: lease for lease in self.coordination.list_namespaced_lease(
+            self.namespace, label_selector=selector).items}
+        rows = []
+        now = dt.datetime.now(dt.UTC)
+        for deployment in deployments:
+            meta = deployment.metadata
+            notes = meta.annotations or {}
+            lease = leases.get(meta.name)
+            renewed = lease.spec.renew_time if lease else None
+            alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
+            rows.append(TaskInfo(
+                task_id=meta.labels.get(LABEL_TASK, meta.name), backend=self.name,
+                created=meta.creation_timestamp.timestamp(),
+                status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),
+                mem=notes.get("womm/mem", ""), ready=deployment.status.ready_replicas or 0,
+                desired=deployment.spec.replicas or 0, cwd=notes.get("womm/cwd", ""),
+                command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+        return rows
+
+    def finish(self, task_id: str) -> list[str]:
+        from kubernetes.client.exceptions import ApiException
+
+        deleted = []
+        name = task_object_name(task_id)
+        for kind, delete in (("deployment.apps", self.apps.delete_namespaced_deployment),
+                             ("lease.coordination.k8s.io",
+                              self.coordination.delete_namespaced_lease)):
+            try:
+                delete(name, self.namespace, propagation_policy="Background")
+                deleted.append(f"{kind}/{name}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _api_error(exc, f"delete {kind}/{name}", self.namespace) from exc
+        return deleted

@@ -1,0 +1,79 @@
+# womm's in-pod multiplexer. The coordinator keeps one long-lived exec stream per pod running
+# this script, and carries every job connection of that pod over it, so a job costs no
+# round trip to the Kubernetes API. Each channel is one connection to the pod's agent socket.
+#
+#   frames both ways: type byte, u32 channel, u32 length, payload
+#     C open channel (to the agent)   D bytes   E end of channel
+# perl-base only, like agent.pl.
+use strict;
+use warnings;
+use Socket;
+
+my $agent = shift @ARGV // '/run/womm/agent.sock';
+binmode STDIN;
+binmode STDOUT;
+my %chan;     # id -> socket
+my %id_of;    # fileno -> id
+my ($inbuf, $eof) = ('', 0);
+
+sub out {
+    my ($type, $id, $data) = @_;
+    my $msg = pack('a N N', $type, $id, length $data) . $data;
+    while (length $msg) {
+        my $w = syswrite(STDOUT, $msg);
+        exit 0 unless defined $w;    # the coordinator is gone
+        substr($msg, 0, $w, '');
+    }
+}
+
+sub close_channel {
+    my ($id) = @_;
+    my $sock = delete $chan{$id} or return;
+    delete $id_of{fileno $sock};
+    close $sock;
+}
+
+while (!$eof || %chan) {
+    last if $eof;    # the coordinator closed the stream: drop every channel (agents kill jobs)
+    my $rin = '';
+    vec($rin, 0, 1) = 1;
+    vec($rin, $_, 1) = 1 for keys %id_of;
+    my $n = select(my $rout = $rin, undef, undef, undef);
+    next if $n < 0;
+    for my $fd (keys %id_of) {
+        next unless vec($rout, $fd, 1);
+        my $id = $id_of{$fd};
+        my $got = sysread($chan{$id}, my $data, 65536);
+        if ($got) { out('D', $id, $data); }
+        else { close_channel($id); out('E', $id, ''); }
+    }
+    next unless vec($rout, 0, 1);
+    my $got = sysread(STDIN, $inbuf, 262144, length $inbuf);
+    if (!$got) { $eof = 1; next; }
+    while (length($inbuf) >= 9) {
+        my ($type, $id, $size) = unpack('a N N', $inbuf);
+        last if length($inbuf) < 9 + $size;
+        my $data = substr($inbuf, 9, $size);
+        substr($inbuf, 0, 9 + $size, '');
+        if ($type eq 'C') {
+            my $sock;
+            if (socket($sock, PF_UNIX, SOCK_STREAM, 0)
+                && connect($sock, pack_sockaddr_un($agent))) {
+                $chan{$id} = $sock;
+                $id_of{fileno $sock} = $id;
+            } else {
+                out('E', $id, '');
+            }
+        } elsif ($type eq 'D') {
+            my $sock = $chan{$id} or next;
+            while (length $data) {
+                my $w = syswrite($sock, $data);
+                if (!defined $w) { close_channel($id); out('E', $id, ''); last; }
+                substr($data, 0, $w, '');
+            }
+        } elsif ($type eq 'E') {
+            # The client side ended: the agent sees its socket close and kills the job.
+            close_channel($id);
+        }
+    }
+}
