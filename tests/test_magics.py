@@ -87,8 +87,9 @@ def test_magic_accepts_each_cli_option_the_same_way(verb, cls, field):
     assert magic_action.choices == cli_action.choices
     assert magic_action.help == cli_action.help
     words = [*cli_action.option_strings[:1], *_sample(field)]
-    if not cli_action.option_strings:  # positional
-        words = _sample(field)
+    for other in dataclasses.fields(cls):  # required positionals (the task ID) come along
+        if other is not field and not _cli_actions(verb)[other.name].option_strings:
+            words += _sample(other)
     cli_args = vars(cli.build_parser().parse_args([verb, *words]))
     cli_args.pop("verb")
     magic_args, extras = parsing.parse(f"womm_{verb}", words)

@@ -10,6 +10,7 @@ uses), shows a progress widget where widgets render and a text line elsewhere, a
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -34,6 +35,13 @@ __all__ = ["WommMagics"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TEXT_EVENTS = ("backend", "created", "deleted", "lost")  # shown on stderr, as the CLI does
+
+
+def _rest(options: Any, *skip: str) -> dict[str, Any]:
+    """The options' other fields, as the core's keyword arguments (same names, as the CLI
+    passes them: e.g. ``context``, ``namespace``)."""
+    return {field.name: getattr(options, field.name) for field in dataclasses.fields(options)
+            if field.name not in skip}
 
 
 def _with_help(verb: str, examples: str) -> Callable[[_F], _F]:
@@ -222,7 +230,7 @@ class WommMagics(Magics):
         except HelpShown:
             return None
         options = resolve_usage("womm_status", explicit)
-        return TaskTable(manage.status(options.all_owners))
+        return TaskTable(manage.status(options.all_owners, **_rest(options, "all_owners")))
 
     @no_var_expand  # type: ignore[untyped-decorator]
     @line_magic  # type: ignore[untyped-decorator]
@@ -238,6 +246,7 @@ class WommMagics(Magics):
         except HelpShown:
             return None
         options = resolve_usage("womm_finish", explicit)
-        for deleted in manage.finish(options.task_id):  # TaskNotFoundError: a WommError
+        # TaskNotFoundError is a WommError: shown as its message, no stack trace.
+        for deleted in manage.finish(options.task_id, **_rest(options, "task_id")):
             print(f"{deleted} deleted")
         return None
