@@ -255,4 +255,4 @@ def tools() -> SimpleNamespace:
     """Helpers for test modules (conftest is not importable under --import-mode=importlib)."""
     return SimpleNamespace(run=run, clean_env=clean_env, wait_for=wait_for,
                            containers_under=containers_under, LineReader=LineReader,
-                           image=IMAGE)
+                           image=IMAGE, womm_script=_womm_script())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +188,35 @@ def test_finish_unknown_task(womm, tmp_path):
     result = womm("finish", "nosuchid", cwd=tmp_path)
     assert result.returncode == 2, result.explain()
     assert result.err.startswith("womm: error: no task nosuchid"), result.err
+
+
+def test_sigint_on_local_backend_stops_agents_and_jobs(tools, tmp_path):
+    backend_args = ("--backend", "local")
+    proc = subprocess.Popen(
+        [tools.womm_script, "parallel", "--kube-pods", "2", *backend_args, "--",
+         "touch started-{}; sleep 3; touch finished-{}", ":::", "1", "2", "3"],
+        cwd=tmp_path, env=tools.clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = tools.LineReader(proc.stderr)
+    tools.wait_for(lambda: list(tmp_path.glob("started-*")), 60, "a job to start")
+    created = next(line.decode() for line in err.lines if b" created" in line)
+    task = re.search(r"womm-task-(\w+)", created).group(1)
+    assert _processes_mentioning(task)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130
+    assert b"cancelled" in b"".join(err.join())
+    tools.wait_for(lambda: not _processes_mentioning(task), 10, "the task's processes to end")
+    proc.stdout.close()
+    # A job left running would touch its marker 3 s after it started.
+    time.sleep(3.2)
+    assert not list(tmp_path.glob("finished-*"))
+
+
+def _processes_mentioning(task):
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and task.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

@@ -26,7 +26,7 @@ def _running(client, tools, tmp_path, count):
     return found if len(found) >= count else None
 
 
-def test_workers_are_labelled_limited_and_mounted(docker_womm, docker_client, tools,
+def test_workers_are_labelled_limited_and_mounted(docker_womm, docker_client, womm, tools,
                                                   tmp_path):
     # Jobs wait for a file only this test creates, so the workers can be looked at live.
     proc = _start(docker_womm, tmp_path, 2,
@@ -37,6 +37,7 @@ def test_workers_are_labelled_limited_and_mounted(docker_womm, docker_client, to
         workers = tools.wait_for(lambda: _running(docker_client, tools, tmp_path, 2), 60,
                                  "2 running worker containers")
         inspected = {c.name: c.inspect() for c in workers}
+        status = womm("status", cwd=tmp_path)
     finally:
         (tmp_path / "go").touch()
     out, err = proc.communicate(timeout=60)
@@ -54,6 +55,9 @@ def test_workers_are_labelled_limited_and_mounted(docker_womm, docker_client, to
         assert attrs["HostConfig"]["Memory"] == 256 * 2**20
         mounts = {m["Destination"]: m["Source"] for m in attrs["Mounts"]}
         assert mounts[str(tmp_path)] == str(tmp_path)
+    # While it ran, `womm status` showed it: ID AGE STATUS CPU MEM HEALTH PWD COMMAND.
+    row = next(line.split() for line in status.out.splitlines() if line.startswith(task))
+    assert row[2:7] == ["RUNNING", "0.5", "256Mi", "2/2", str(tmp_path)], status.out
     lines = out.decode().splitlines()
     # Jobs ran in the project directory, at the same path, on the named workers.
     assert lines[0::2] == [str(tmp_path)] * 2
@@ -116,21 +120,35 @@ def test_all_workers_killed_fails_clearly(docker_womm, docker_client, tools, tmp
     assert all(line[1] != host_mnt_ns for line in lines), lines
 
 
-def test_sigint_removes_every_container_quickly(docker_womm, docker_client, tools,
-                                                tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_every_container_quickly(docker_womm, docker_client, tools,
+                                                   tmp_path, sig):
     proc = _start(docker_womm, tmp_path, 2,
                   ["touch started-{}; sleep 30; touch finished-{}", ":::", "1", "2", "3"])
     tools.wait_for(lambda: list(tmp_path.glob("started-*")), 60, "a job to start")
     assert tools.containers_under(docker_client, tmp_path)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     interrupted = time.monotonic()
     tools.wait_for(lambda: not tools.containers_under(docker_client, tmp_path), 10,
                    "the task's containers to be deleted after SIGINT", interval=0.2)
     assert time.monotonic() - interrupted < 10
     _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 130, err.decode()  # as after Ctrl-C, for SIGTERM too
     assert "cancelled" in err.decode()
     assert not list(tmp_path.glob("finished-*"))
+
+
+def test_local_procs_add_local_slots_only_when_asked(docker_womm, tools, tmp_path,
+                                                     host_mnt_ns):
+    args = ["parallel", "--kube-pods", "1", "--local-procs", "1", *docker_womm.backend_args,
+            "--", "sleep 0.5; echo {} $(readlink /proc/self/ns/mnt)", ":::", *"abcdef"]
+    result = docker_womm(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.explain()
+    lines = [line.split() for line in result.out.splitlines()]
+    assert sorted(line[0] for line in lines) == list("abcdef")
+    namespaces = {line[1] for line in lines}
+    # Both slots took jobs at once: one on the worker container, one on this machine.
+    assert host_mnt_ns in namespaces and len(namespaces) == 2, lines
 
 
 def test_sigkill_leaves_an_orphan_that_finish_removes(docker_womm, docker_client, womm,

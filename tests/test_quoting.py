@@ -126,3 +126,14 @@ def test_pipe_feeds_job_stdin(backend, gnu, tmp_path):
     theirs = gnu(args, cwd=tmp_path, input=data)
     assert ours.returncode == 0, ours.explain()
     assert ours.stdout == theirs.stdout == b"500\n" * 4
+
+
+def test_large_and_binary_output(backend, gnu, tmp_path):
+    args = ["-k", "{}", ":::", "seq 1 150000", "printf '\\000\\001\\377 no newline'",
+            "seq 3 | tr -d '\\n'", "printf 'a\\r\\nb'"]
+    ours = backend.parallel(args, cwd=tmp_path)
+    theirs = gnu(args, cwd=tmp_path)
+    assert ours.returncode == theirs.returncode == 0, ours.explain()
+    assert len(ours.stdout) > 900_000
+    assert ours.stdout == theirs.stdout
+    assert b"\x00\x01\xff no newline" in ours.stdout
