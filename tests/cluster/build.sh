@@ -7,10 +7,9 @@
 # Exits at once when every binary is already there.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.34.10}
-CRANE_VERSION=${CRANE_VERSION:-v0.20.6}
-CACHE=${WOMM_CLUSTER_CACHE:-/var/cache/womm-cluster}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/env.sh"   # K8S_VERSION, CACHE
+CRANE_VERSION=${CRANE_VERSION:-v0.20.6}
 OUT=$CACHE/$K8S_VERSION/bin
 SRC=$CACHE/$K8S_VERSION/src
 
@@ -50,8 +49,10 @@ done
 echo "build.sh: $(echo "$staging" | wc -l) staging modules replaced by their $twin twins"
 cp go.mod "$CACHE/$K8S_VERSION/go.mod.generated"
 
-info=$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.info
-commit=$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$info" 2>/dev/null || true)
+# The commit is in the module's origin, which "go mod download" reports only
+# when it fetches the module: remember it.
+commit=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\s*"Hash": "\([0-9a-f]*\)".*/\1/p' | head -1)
+if [ -n "$commit" ]; then echo "$commit" >"$CACHE/$K8S_VERSION/commit"; else commit=$(cat "$CACHE/$K8S_VERSION/commit" 2>/dev/null || true); fi
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 bdate=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ld="-s -w"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import subprocess
 import time
@@ -74,7 +75,7 @@ def _healthy(kubeconfig: str, node_name: str, registry: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def cluster(request) -> Cluster:
     if os.geteuid() != 0:
         pytest.fail("the cluster tests need root (they start kubelet, containerd, ...)")
     kubeconfig = _env_value("KUBECONFIG_ADMIN")
@@ -86,13 +87,24 @@ def cluster() -> Cluster:
         node_name=_env_value("NODE_NAME"),
         node_ip=_env_value("NODE_IP"),
     )
+    # Shared lock for the whole session: down.sh (exclusive) waits for us.
+    # Starting the cluster happens under the exclusive lock, so that two
+    # sessions never run up.sh at once.
+    lock = open(_env_value("LOCK"), "a")
+    request.addfinalizer(lock.close)
+    fcntl.flock(lock, fcntl.LOCK_SH)
     if not _healthy(c.kubeconfig, c.node_name, c.registry):
-        t = time.monotonic()
-        proc = subprocess.run([str(HERE / "up.sh")], stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            pytest.fail(f"tests/cluster/up.sh failed with exit code {proc.returncode}")
-        assert proc.stdout.strip().splitlines()[-1] == c.kubeconfig
-        print(f"cluster started in {time.monotonic() - t:.1f}s")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _healthy(c.kubeconfig, c.node_name, c.registry):
+            t = time.monotonic()
+            env = dict(os.environ, WOMM_CLUSTER_LOCKED="1")
+            proc = subprocess.run([str(HERE / "up.sh")], stdout=subprocess.PIPE, text=True, env=env)
+            if proc.returncode != 0:
+                pytest.fail(f"tests/cluster/up.sh failed with exit code {proc.returncode}")
+            assert proc.stdout.strip().splitlines()[-1] == c.kubeconfig
+            print(f"cluster started in {time.monotonic() - t:.1f}s")
+        fcntl.flock(lock, fcntl.LOCK_SH)
     return c
 
 

@@ -8,25 +8,34 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/env.sh"
+take_lock
 
-stop_proc() { # NAME [TIMEOUT]: TERM, wait, KILL the process in NAME.pid
-    local name=$1 t=${2:-20} pid i
-    if pid_alive "$name"; then
-        pid=$(cat "$RUN/$name.pid")
-        kill -TERM "$pid" 2>/dev/null
-        for ((i = 0; i < t * 10; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
-        if [ -d "/proc/$pid" ]; then
-            log "down: $name ($pid) ignored SIGTERM; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null; sleep 0.5
+stop_procs() { # NAME...: SIGTERM all, wait up to 20 s, SIGKILL what is left
+    local name pid i pids=() names=()
+    for name in "$@"; do
+        if pid_alive "$name"; then
+            pid=$(cat "$RUN/$name.pid")
+            kill -TERM "$pid" 2>/dev/null && pids+=("$pid") && names+=("$name")
         fi
-        log "down: stopped $name ($pid)"
-    fi
-    rm -f "$RUN/$name.pid" "$RUN/$name.exe"
+    done
+    for ((i = 0; i < 200; i++)); do
+        local left=0
+        for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.1
+    done
+    for i in "${!pids[@]}"; do
+        if [ -d "/proc/${pids[i]}" ]; then
+            log "down: ${names[i]} (${pids[i]}) ignored SIGTERM; SIGKILL"
+            kill -KILL "${pids[i]}" 2>/dev/null
+        fi
+    done
+    [ ${#names[@]} = 0 ] || log "down: stopped ${names[*]}"
+    for name in "$@"; do rm -f "$RUN/$name.pid" "$RUN/$name.exe"; done
 }
 
 # 1. The kubelet first, so that it does not recreate what is removed below.
-stop_proc kube-proxy
-stop_proc kubelet
+stop_procs kube-proxy kubelet
 
 # 2. Pods: through the CRI (stops containers, CNI DEL, unmounts the netns).
 if pid_alive containerd && [ -S "$CONTAINERD_SOCK" ] && [ -x "$BIN/cricleanup" ]; then
@@ -46,9 +55,7 @@ if pid_alive containerd && [ -S "$CONTAINERD_SOCK" ]; then
 fi
 
 # 3. The rest of the processes, in reverse start order.
-for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    stop_proc "${COMPONENTS[i]}"
-done
+stop_procs "${COMPONENTS[@]}"
 
 # Shims of *our* containerd (their command line names our socket) that
 # outlived it, and processes left in the kubelet's pod cgroups.

@@ -39,6 +39,16 @@ COMPONENTS=(registry etcd containerd kube-apiserver kube-controller-manager kube
 # setupKernelTunables): up.sh records their values, down.sh puts them back.
 KUBELET_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
+# up.sh and down.sh hold this lock while they change the cluster; the pytest
+# fixture holds it while it checks the cluster and maybe starts it.
+LOCK=${WOMM_CLUSTER_LOCK:-/run/womm-cluster.lock}
+take_lock() {
+    [ -n "${WOMM_CLUSTER_LOCKED:-}" ] && return 0
+    exec 9>>"$LOCK"
+    flock -w 900 9 || die "could not lock $LOCK"
+    export WOMM_CLUSTER_LOCKED=1
+}
+
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 

@@ -274,7 +274,9 @@ def test_logs_service_and_replicaset(cluster, namespace):
     client_pod = run_pod(core, namespace, "client", cluster.base_image).metadata.name
 
     def from_pod():
-        out, err, rc = exec_pod(core, namespace, client_pod, ["httpserver", "get", f"http://{ip}/"])
+        out, _err, rc = exec_pod(
+            core, namespace, client_pod, ["httpserver", "get", f"http://{ip}/"]
+        )
         return out.decode() if rc == 0 else None
 
     body = wait_for("pod -> ClusterIP", from_pod, timeout=60)
@@ -323,8 +325,12 @@ def test_serviceaccount_role_allows_deploy_and_exec_but_not_secrets(cluster, nam
         namespace,
         client.V1RoleBinding(
             metadata=client.V1ObjectMeta(name="worker"),
-            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="worker"),
-            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="worker", namespace=namespace)],
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="worker"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="worker", namespace=namespace)
+            ],
         ),
     )
     tr = core.create_namespaced_service_account_token(
@@ -355,7 +361,9 @@ def test_serviceaccount_role_allows_deploy_and_exec_but_not_secrets(cluster, nam
     sa_apps.create_namespaced_deployment(namespace, deployment("sa", cluster.base_image, 1))
     wait_deployment_ready(sa_apps, namespace, "sa", 1)
     (pod,) = ready_pods(sa_core, namespace, "sa")
-    out, err, rc = exec_pod(sa_core, namespace, pod.metadata.name, ["bash", "-c", "echo $((6 * 7))"])
+    out, err, rc = exec_pod(
+        sa_core, namespace, pod.metadata.name, ["bash", "-c", "echo $((6 * 7))"]
+    )
     assert (out, err, rc) == (b"42\n", b"", 0)
 
     with pytest.raises(client.ApiException) as e:

@@ -9,6 +9,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/env.sh"
+take_lock
 
 T0=$(date +%s.%N)
 TSTEP=$T0
@@ -34,7 +35,7 @@ wait_for() {
 
 start_proc() { # NAME BINARY ARGS...: start in its own session, remember pid + exe
     local name=$1; shift
-    setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+    setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
     local pid=$!
     echo "$pid" >"$RUN/$name.pid"
     sleep 0.05
