@@ -16,7 +16,14 @@ from . import __version__, manage
 from ._parallel import citation
 from .dispatch import Dispatch
 from .errors import OptionError, WommError
-from .options import FinishOptions, ParallelOptions, StatusOptions, add_arguments, resolve
+from .options import (
+    FinishOptions,
+    ParallelOptions,
+    SetupOptions,
+    StatusOptions,
+    add_arguments,
+    resolve,
+)
 from .runs import Run
 
 __all__ = ["main"]
@@ -63,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Stop a task's coordinator if it still runs and "
                                           "delete its workers and state.")
     add_arguments(finish, FinishOptions)
+    setup = verbs.add_parser(
+        "setup", help="build the project's worker image in a local testbed shell",
+        allow_abbrev=False,
+        description="Choose how the project directory is shared, a base image and an image "
+                    "prefix; make your application work in a local testbed shell (a container "
+                    "of the base image with this directory at the same path and this machine "
+                    "at /mnt); the exported variables and everything installed become the "
+                    "image jobs run, pushed and recorded in .womm/config.json.")
+    add_arguments(setup, SetupOptions)
     return parser
 
 
@@ -135,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         explicit = {k: v for k, v in vars(parsed).items() if k != "verb"}
         if parsed.verb == "status":
             return _status(resolve(StatusOptions, explicit))
+        if parsed.verb == "setup":
+            from .cli_setup import setup
+
+            return setup(resolve(SetupOptions, explicit, config={}))
         if parsed.verb == "finish":
             for name in manage.finish(resolve(FinishOptions, explicit).task_id):
                 print(f"{name} deleted")

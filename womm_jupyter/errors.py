@@ -9,6 +9,8 @@ stderr tails) follow after a blank line. The tree::
     ├── BackendError         workers could not be started, reached or removed
     │   └── WorkersLostError every worker of a run died while jobs remained
     ├── ImageError           the worker image is missing or unusable
+    │   └── SetupError       `womm setup` could not build, check or push the project image
+    ├── ConfigError          a womm config file (project or user) cannot be read or written
     └── TaskNotFoundError    `womm finish ID` named no task of this owner
 """
 
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "ConfigError",
     "ImageError",
     "MissingToolError",
     "OptionError",
+    "SetupError",
     "TaskNotFoundError",
     "WommError",
     "WorkersLostError",
@@ -69,6 +73,14 @@ class WorkersLostError(BackendError):
 
 class ImageError(WommError):
     """The worker image is missing or cannot run the womm agent."""
+
+
+class SetupError(ImageError):
+    """`womm setup` could not start the testbed, build, check or push the project image."""
+
+
+class ConfigError(WommError):
+    """A womm config file (``.womm/config.json`` or the user's) is unreadable or unwritable."""
 
 
 class TaskNotFoundError(WommError):
