@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
-from . import tasks
-from .backends import Backend, LocalBackend, TaskInfo
+from . import manifests, tasks
+from .backends import Backend, LocalBackend, TaskInfo, kubernetes_configured
 from .errors import MissingToolError, TaskNotFoundError
 
-__all__ = ["finish", "status"]
+__all__ = ["cluster_setup", "finish", "status"]
 
 
-def _backends() -> list[Backend]:
+def _backends(context: str = "", namespace: str = "") -> list[Backend]:
     found: list[Backend] = [LocalBackend()]
     try:
         from .backends.docker import DockerBackend, connect
@@ -20,16 +21,34 @@ def _backends() -> list[Backend]:
         found.append(DockerBackend(connect(timeout=3.0)))
     except MissingToolError:
         pass  # no engine: it can hold no tasks
+    if kubernetes_configured() or context:
+        from .backends.kubernetes import KubernetesBackend
+
+        found.append(KubernetesBackend(context, namespace))
     return found
 
 
-def status(all_owners: bool = False) -> list[TaskInfo]:
-    """Every task of this owner (or all owners), oldest first."""
-    rows = [row for backend in _backends() for row in backend.tasks(all_owners)]
+def status(all_owners: bool = False, *, context: str = "",
+           namespace: str = "") -> list[TaskInfo]:
+    """Every task of this owner (or all owners), oldest first: local processes, the Docker
+    engine, and the Kubernetes namespace when a configuration is found."""
+    rows = [row for backend in _backends(context, namespace) for row in backend.tasks(all_owners)]
     return sorted(rows, key=lambda row: row.created)
 
 
-def finish(task_id: str) -> list[str]:
+def cluster_setup(context: str = "", namespace: str = "") -> list[dict[str, Any]]:
+    """The manifests an admin applies once per namespace (`womm cluster-setup`)."""
+    if not namespace:
+        try:
+            from .backends.kubernetes import load_config
+
+            namespace = load_config(context)[1]
+        except MissingToolError:
+            namespace = "default"
+    return manifests.cluster_setup(namespace)
+
+
+def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]:
     """Stop a task's coordinator if it still runs, delete every object of the task.
 
     Returns what was deleted, e.g. ``['containers/womm-task-k3xq9m2a']``.
@@ -37,7 +56,8 @@ def finish(task_id: str) -> list[str]:
     meta = tasks.read_task(task_id)
     if meta and tasks.coordinator_alive(task_id, meta.get("pid"), meta.get("host")):
         os.kill(int(meta["pid"]), signal.SIGTERM)  # it cleans up after itself
-    deleted = [name for backend in _backends() for name in backend.finish(task_id)]
+    deleted = [name for backend in _backends(context, namespace)
+               for name in backend.finish(task_id)]
     if not deleted and meta is None:
         raise TaskNotFoundError(f"no task {task_id} on this machine or its Docker engine: "
                                 "`womm status` lists the tasks you can finish.")

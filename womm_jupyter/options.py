@@ -20,6 +20,7 @@ from .errors import OptionError
 
 __all__ = [
     "BACKENDS",
+    "ClusterSetupOptions",
     "FinishOptions",
     "ParallelOptions",
     "SetupOptions",
@@ -127,6 +128,16 @@ class StatusOptions:
                                "machine's", short="-A")
     namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
                              metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSetupOptions:
+    """Options of ``womm cluster-setup``."""
+
+    namespace: str = _option("", help="namespace the manifests are for (default: the "
+                             "kubeconfig context's, else default)", metavar="NS", short="-n")
     context: str = _option("", help="kubeconfig context (default: the current one)",
                            metavar="NAME")
 

@@ -96,6 +96,8 @@ class KubernetesBackend(Backend):
         self._relays: dict[str, tuple[PodRelay, WorkerPlan]] = {}  # pod -> relay, place
         self._free: list[WorkerPlan] = []
         self._problems: dict[str, str] = {}  # pod -> why it is not running
+        self._pods: set[str] = set()
+        self._deleted: set[str] = set()
         self._stop = threading.Event()
         self._last_fatal_check = 0.0
         self._fatal = ""
@@ -106,6 +108,8 @@ class KubernetesBackend(Backend):
 
         self._plan, self._on_gone = plan, on_gone
         self._free = list(plan.workers)
+        for worker in plan.workers:
+            worker.socket_dir.mkdir(parents=True, exist_ok=True)
         body = manifests.worker_deployment(plan, _paths.transport_file("agent.pl").read_text())
         try:
             created = self.apps.create_namespaced_deployment(self.namespace, body)
@@ -146,6 +150,9 @@ class KubernetesBackend(Backend):
 
     def _pod_event(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
+        self._pods.add(name)
+        if kind == "DELETED":
+            self._deleted.add(name)
         ready = kind != "DELETED" and pod.metadata.deletion_timestamp is None and any(
             c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
         self._record_problem(name, pod, kind)
@@ -223,9 +230,14 @@ class KubernetesBackend(Backend):
 
     def fatal(self) -> str:
         """A reason the workers cannot start that waiting will not cure, or ''."""
-        for pod, why in list(self._problems.items()):
-            if any(reason in why for reason in _FATAL_WAITING) or "Unschedulable" in why:
+        problems = dict(self._problems)
+        for pod, why in problems.items():
+            if any(reason in why for reason in _FATAL_WAITING):
                 return f"pod {pod}: {why}"
+        # Pods that do not fit wait for room; only when none fits is it hopeless.
+        unschedulable = [pod for pod, why in problems.items() if "Unschedulable" in why]
+        if unschedulable and len(unschedulable) == len(self._pods - self._deleted):
+            return f"pod {unschedulable[0]}: {problems[unschedulable[0]]}"
         now = time.monotonic()
         if self._plan is not None and now - self._last_fatal_check > 1.0:
             self._last_fatal_check = now
