@@ -357,6 +357,38 @@ def test_script_setup_show_and_repeat(project: Path, env: dict[str, str], regist
         ran.explain()
 
 
+def test_a_second_interactive_setup_offers_the_existing_image(
+        project: Path, env: dict[str, str], registry: Registry, tools: Any,
+        tmp_path: Path) -> None:
+    script = tmp_path / "setup.sh"
+    script.write_text(f"{TOOL}\nexport GREETING={GREETING_BASH}\n")
+    ran = tools.run(womm_cmd("setup", "--script", str(script), "--yes", "--share", "2",
+                             "--base", "womm-base:bookworm", "--prefix", registry.prefix),
+                    project, env=env)
+    # eager shares need rsync in the worker: womm-base lacks it, the check says so.
+    assert ran.returncode == 1 and "You didn't install rsync!" in ran.out, ran.explain()
+    assert "the image lacks rsync after the setup script" in ran.err
+    ran = tools.run(womm_cmd("setup", "--script", str(script), "--yes", "--share", "4",
+                             "--base", "womm-base:bookworm", "--prefix", registry.prefix),
+                    project, env=env)
+    assert ran.returncode == 0, ran.explain()
+    first = project_config(project)
+
+    child = spawn(["setup"], project, env, tmp_path / "pty.log")
+    child.expect_exact(f"This project ({project}) runs {first['image']}, shared none.")
+    answer(child, "Do you want to change the share type? y/n", "")
+    answer(child, "Do you want to change your base image? y/n", "")
+    child.expect_exact(f"Starting from the project's image {first['image']}")
+    shell(child, "hello-womm > again && export MORE=$'x\\ty'")
+    child.expect_exact("MORE='x\\ty'")
+    answer(child, "Does it work? y/n", "y")
+    assert finish(child) == 0, (tmp_path / "pty.log").read_text()
+    assert (project / "again").read_text() == "hello from the tool\n"
+    second = project_config(project)
+    assert second["project_id"] == first["project_id"] and second["share"] == "none"
+    assert second["environment"] == {"GREETING": GREETING, "MORE": "x\ty"}
+
+
 def test_files_created_in_the_testbed_go_back_to_the_user(project: Path, docker_client: Any,
                                                           tmp_path: Path) -> None:
     from womm_jupyter.image import SetupSession

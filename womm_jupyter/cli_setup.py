@@ -321,6 +321,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
 
     # -- testbed rounds -----------------------------------------------------------------------
     client = connect()
+    _say(f"Preparing the testbed from {start_image}...")
     session = SetupSession(client, cwd, start_image, project_id=project_id, share=share,
                            host_rw=options.host_rw)
     try:
