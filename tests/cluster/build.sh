@@ -17,6 +17,11 @@ K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-pro
 LOCAL_CMDS=(etcd pause httpserver cricleanup)
 ALL=("${K8S_CMDS[@]}" "${LOCAL_CMDS[@]}" crane)
 
+# The small local commands are rebuilt when their sources change.
+local_stamp=$(cd "$HERE/gobuild" && find cmd -type f -name '*.go' | sort | xargs sha256sum | sha256sum | cut -c1-64)
+if [ "$(cat "$OUT/.local-stamp" 2>/dev/null)" != "$local_stamp" ]; then
+    for b in "${LOCAL_CMDS[@]}"; do rm -f "$OUT/$b"; done
+fi
 missing=()
 for b in "${ALL[@]}"; do [ -x "$OUT/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
@@ -72,6 +77,7 @@ if need "${LOCAL_CMDS[@]}"; then
     # etcd comes from go.etcd.io/etcd/server/v3 at the version k8s.io/kubernetes pins.
     nice -n 19 go build -trimpath -ldflags "-s -w" -o "$OUT/" $(printf './cmd/%s ' "${LOCAL_CMDS[@]}")
     echo "build.sh: ${LOCAL_CMDS[*]} after $(( $(date +%s) - start ))s"
+    echo "$local_stamp" >"$OUT/.local-stamp"
 fi
 if need crane; then
     # crane in its own module graph (go install pkg@version), so that it cannot

@@ -59,5 +59,6 @@ pid_alive() {
     pid=$(cat "$f")
     [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
     exe=$(cat "$RUN/$1.exe" 2>/dev/null || true)
-    [ -z "$exe" ] || [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ]
+    # (a rebuilt binary shows as "PATH (deleted)")
+    [ -z "$exe" ] || [ "$(readlink "/proc/$pid/exe" 2>/dev/null | sed 's/ (deleted)$//')" = "$exe" ]
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import tarfile
 import time
@@ -57,7 +58,7 @@ def container(image: str, command: list[str] | None = None, probe: bool = False)
     c = client.V1Container(
         name="main",
         image=image,
-        image_pull_policy="IfNotPresent",
+        image_pull_policy="Always",  # the base image may have been re-pushed
         command=command or ["httpserver", f":{HTTP_PORT}"],
         ports=[client.V1ContainerPort(container_port=HTTP_PORT)],
     )
@@ -69,7 +70,9 @@ def container(image: str, command: list[str] | None = None, probe: bool = False)
     return c
 
 
-def deployment(name: str, image: str, replicas: int, **kw) -> client.V1Deployment:
+def deployment(
+    name: str, image: str, replicas: int, service_account: str | None = None, **kw
+) -> client.V1Deployment:
     labels = {"app": name}
     return client.V1Deployment(
         metadata=client.V1ObjectMeta(name=name, labels=labels),
@@ -79,6 +82,7 @@ def deployment(name: str, image: str, replicas: int, **kw) -> client.V1Deploymen
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels),
                 spec=client.V1PodSpec(
+                    service_account_name=service_account,
                     containers=[container(image, probe=True, **kw)],
                     termination_grace_period_seconds=1,
                 ),
@@ -358,7 +362,9 @@ def test_serviceaccount_role_allows_deploy_and_exec_but_not_secrets(cluster, nam
     assert who.status.user_info.username == f"system:serviceaccount:{namespace}:worker"
 
     sa_apps, sa_core = client.AppsV1Api(sa), client.CoreV1Api(sa)
-    sa_apps.create_namespaced_deployment(namespace, deployment("sa", cluster.base_image, 1))
+    sa_apps.create_namespaced_deployment(
+        namespace, deployment("sa", cluster.base_image, 1, service_account="worker")
+    )
     wait_deployment_ready(sa_apps, namespace, "sa", 1)
     (pod,) = ready_pods(sa_core, namespace, "sa")
     out, err, rc = exec_pod(
@@ -374,3 +380,18 @@ def test_serviceaccount_role_allows_deploy_and_exec_but_not_secrets(cluster, nam
     assert e.value.status == 403
     # ... while the admin may list them: the refusal is RBAC, not a broken API
     core.list_namespaced_secret(namespace)
+
+    # Inside the pod, with its own projected token, through the "kubernetes"
+    # Service (kube-proxy -> apiserver on the node address): the same rights.
+    api_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+    def in_pod(path):
+        get = ["httpserver", "get", "-ca", f"{sa_dir}/ca.crt", "-token", f"{sa_dir}/token"]
+        return exec_pod(sa_core, namespace, pod.metadata.name, [*get, f"https://{api_ip}{path}"])
+
+    out, err, rc = in_pod(f"/api/v1/namespaces/{namespace}/pods")
+    assert rc == 0, err
+    assert pod.metadata.name in {p["metadata"]["name"] for p in json.loads(out)["items"]}
+    out, err, rc = in_pod(f"/api/v1/namespaces/{namespace}/secrets")
+    assert rc == 1 and b"403" in err, (out, err)
