@@ -153,11 +153,15 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[Path]:
     left = setup_containers(docker_client, tmp_path)
     for name in left:
         docker_client.containers.get(name).remove(force=True)
-    for image_id in setup_images(docker_client) - before:
-        try:
-            docker_client.images.remove(image_id, force=True)
-        except Exception:
-            pass  # removed with its child already
+    for _ in range(4):  # children first: an image another was built on cannot go before it
+        made = setup_images(docker_client) - before
+        for image_id in made:
+            try:
+                docker_client.images.remove(image_id, force=True)
+            except Exception:
+                pass
+        if not made:
+            break
     assert not left, f"setup containers left behind: {left}"
 
 
