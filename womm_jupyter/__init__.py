@@ -12,8 +12,15 @@ from typing import Any
 
 from .backends import TaskInfo
 from .dispatch import Dispatch, Event, Progress
-from .errors import (BackendError, ImageError, MissingToolError, OptionError,
-                     TaskNotFoundError, WommError, WorkersLostError)
+from .errors import (
+    BackendError,
+    ImageError,
+    MissingToolError,
+    OptionError,
+    TaskNotFoundError,
+    WommError,
+    WorkersLostError,
+)
 from .manage import finish, status
 from .options import ParallelOptions, resolve
 from .records import JobRecord
@@ -64,9 +71,18 @@ def parallel(command: str, inputs: Iterable[str] | None = None, *,
     >>> run = womm_jupyter.parallel("wc -l {}", ["a.txt", "b.txt"], kube_pods=2)
     >>> run.wait(); run.df[["inputs", "stdout", "exit_code"]]
     """
-    resolved = resolve(ParallelOptions, options)
+    project = Path(cwd or Path.cwd())
+    resolved = resolve(ParallelOptions, options, cwd=project)
     argv = [*parallel_args, command]
     items = [str(item) for item in inputs or ()]
-    dispatch = Dispatch(resolved, argv, cwd=Path(cwd or Path.cwd()), emit=lambda e: None,
+    dispatch = Dispatch(resolved, argv, cwd=project, emit=lambda e: None,
                         inputs=items, capture=True)
     return Run(dispatch)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext womm_jupyter``: register the magics (imported only now, so the core never
+    imports IPython)."""
+    from .magics import register
+
+    register(ipython)

@@ -17,6 +17,7 @@ from ._parallel import citation
 from .dispatch import Dispatch
 from .errors import OptionError, WommError
 from .options import (
+    ClusterSetupOptions,
     FinishOptions,
     ParallelOptions,
     SetupOptions,
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Stop a task's coordinator if it still runs and "
                                           "delete its workers and state.")
     add_arguments(finish, FinishOptions)
+    cluster = verbs.add_parser(
+        "cluster-setup", aliases=["server-deployment"], allow_abbrev=False,
+        help="print the manifests that prepare a namespace for womm",
+        description="Print the leader ServiceAccount and a Role + RoleBinding with exactly the "
+                    "verbs womm uses (nothing cluster-wide), for an admin to apply: "
+                    "`womm cluster-setup | kubectl apply -f -`.")
+    add_arguments(cluster, ClusterSetupOptions)
     setup = verbs.add_parser(
         "setup", help="build the project's worker image in a local testbed shell",
         allow_abbrev=False,
@@ -92,7 +100,8 @@ def _age(seconds: float) -> str:
 def _status(options: StatusOptions) -> int:
     rows = [["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PWD", "COMMAND"]]
     now = time.time()
-    for task in manage.status(options.all_owners):
+    for task in manage.status(options.all_owners, context=options.context,
+                              namespace=options.namespace):
         rows.append([task.task_id, _age(now - task.created), task.status, task.cpu, task.mem,
                      f"{task.ready}/{task.desired}", task.cwd, task.command])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -151,12 +160,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         explicit = {k: v for k, v in vars(parsed).items() if k != "verb"}
         if parsed.verb == "status":
             return _status(resolve(StatusOptions, explicit))
+        if parsed.verb in ("cluster-setup", "server-deployment"):
+            import yaml
+
+            cluster = resolve(ClusterSetupOptions, explicit)
+            print(yaml.safe_dump_all(manage.cluster_setup(cluster.context, cluster.namespace),
+                                     sort_keys=False), end="")
+            return 0
         if parsed.verb == "setup":
             from .cli_setup import setup
 
             return setup(resolve(SetupOptions, explicit, config={}))
         if parsed.verb == "finish":
-            for name in manage.finish(resolve(FinishOptions, explicit).task_id):
+            done = resolve(FinishOptions, explicit)
+            for name in manage.finish(done.task_id, context=done.context,
+                                      namespace=done.namespace):
                 print(f"{name} deleted")
             return 0
         build_parser().print_help()

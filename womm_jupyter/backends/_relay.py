@@ -80,7 +80,8 @@ class PodRelay:
                 if pending or any(key.data == "stream" for key, _ in events):
                     stream.update(timeout=0)
                     if not stream.is_open():
-                        return "the pod's stream closed (pod stopped or deleted)"
+                        said = f": {self.error.strip()[-500:]}" if self.error.strip() else ""
+                        return f"the pod's stream closed (pod stopped or deleted){said}"
                     buffer += stream.read_channel(1) or b""
                     errors = stream.read_channel(2)
                     if errors:
@@ -88,24 +89,26 @@ class PodRelay:
                     buffer = self._deliver(buffer, conns, selector, stream)
                 for key, _ in events:
                     if key.data == "listen":
-                        conn, _ = listener.accept()
+                        accepted, _ = listener.accept()
                         channel = next(ids)
-                        conns[channel] = conn
-                        selector.register(conn, selectors.EVENT_READ, channel)
+                        conns[channel] = accepted
+                        selector.register(accepted, selectors.EVENT_READ, channel)
                         stream.write_stdin(_HEADER.pack(b"C", channel, 0))
                     elif isinstance(key.data, int):
                         channel = key.data
-                        conn = conns[channel]
+                        client = conns.get(channel)
+                        if client is None:
+                            continue  # ended by the pod earlier in this round
                         try:
-                            data = conn.recv(65536)
+                            data = client.recv(65536)
                         except OSError:
                             data = b""
                         if data:
                             stream.write_stdin(_HEADER.pack(b"D", channel, len(data)) + data)
                         else:
                             stream.write_stdin(_HEADER.pack(b"E", channel, 0))
-                            selector.unregister(conn)
-                            conn.close()
+                            selector.unregister(client)
+                            client.close()
                             del conns[channel]
             return "stopped"
         finally:

@@ -8,10 +8,17 @@
 use strict;
 use warnings;
 use Socket;
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
 
 my $agent = shift @ARGV // '/run/womm/agent.sock';
 binmode STDIN;
 binmode STDOUT;
+# Exec streams may hand us non-blocking pipes: a full pipe would then look like an error (or
+# an empty read like EOF) and end every job of the pod. Block instead.
+for my $fh (\*STDIN, \*STDOUT) {
+    my $flags = fcntl($fh, F_GETFL, 0);
+    fcntl($fh, F_SETFL, $flags & ~O_NONBLOCK) if $flags;
+}
 my %chan;     # id -> socket
 my %id_of;    # fileno -> id
 my ($inbuf, $eof) = ('', 0);
@@ -49,6 +56,7 @@ while (!$eof || %chan) {
     }
     next unless vec($rout, 0, 1);
     my $got = sysread(STDIN, $inbuf, 262144, length $inbuf);
+    next if !defined $got && $!{EINTR};
     if (!$got) { $eof = 1; next; }
     while (length($inbuf) >= 9) {
         my ($type, $id, $size) = unpack('a N N', $inbuf);
