@@ -9,7 +9,7 @@ log=${WOMM_LOG_DIR:-/var/log/womm}
 mkdir -p "$log"
 
 need=()
-for tool in perl:perl dockerd:docker.io mmdebstrap:mmdebstrap rsync:rsync; do
+for tool in perl:perl dockerd:docker.io mmdebstrap:mmdebstrap rsync:rsync docker-registry:docker-registry; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
