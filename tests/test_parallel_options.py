@@ -90,24 +90,24 @@ def test_halt_now_on_first_failure(backend, gnu, twin):
 
 
 def test_timeout_kills_the_job_on_its_worker(backend, gnu, twin):
-    # One slot: the timed-out job is killed at 1 s while the run goes on for 2.4 s more, so a
-    # job process left alive on the worker would write its marker (at 2 s) before the
-    # workers are deleted.
+    # One slot: the timed-out job is killed at 2 s while the run goes on for 2.5 s more, so a
+    # job process left alive on the worker would write its marker (at 3.5 s) before the
+    # workers are deleted. Fillers have 1.5 s of headroom under the timeout on a busy machine.
     ours_dir, theirs_dir = twin
-    script = "case {} in slow) sleep 2; touch slow-done;; *) sleep 0.6; echo {};; esac"
-    args = ["--timeout", "1", "--joblog", "jobs.log", "-k", script, ":::", "slow", "w1", "w2",
-            "w3", "w4"]
+    script = "case {} in slow) sleep 3.5; touch slow-done;; *) sleep 0.5; echo {};; esac"
+    fillers = ["w1", "w2", "w3", "w4", "w5"]
+    args = ["--timeout", "2", "--joblog", "jobs.log", "-k", script, ":::", "slow", *fillers]
     theirs = gnu(args, cwd=theirs_dir, jobs=1)
     ours = backend.parallel(args, cwd=ours_dir, kube_pods=1)
-    assert theirs.returncode == 1
+    assert theirs.returncode == 1, theirs.explain()
     assert ours.returncode == theirs.returncode, ours.explain()
-    assert ours.stdout == theirs.stdout == b"w1\nw2\nw3\nw4\n"
+    assert ours.stdout == theirs.stdout == "".join(f"{f}\n" for f in fillers).encode()
     assert not (ours_dir / "slow-done").exists(), "the timed-out job kept running"
     assert not (theirs_dir / "slow-done").exists()
-    ours_rows, theirs_rows = _joblog_rows(ours_dir / "jobs.log"), _joblog_rows(theirs_dir /
-                                                                                "jobs.log")
+    ours_rows = _joblog_rows(ours_dir / "jobs.log")
+    theirs_rows = _joblog_rows(theirs_dir / "jobs.log")
     assert ours_rows[0] == theirs_rows[0]  # the killed job: same exit value and signal
-    assert ours_rows[0][2] != 0 or ours_rows[0][1] != 0
+    assert ours_rows[0][1:3] == (-1, 15)
 
 
 def test_retries_rerun_failed_jobs(backend, gnu, twin):
