@@ -10,15 +10,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/env.sh"
 take_lock
 
-stop_procs() { # NAME...: SIGTERM all, wait up to 20 s, SIGKILL what is left
-    local name pid i pids=() names=()
+stop_procs() { # NAME...: SIGTERM all, wait up to $WAIT s (20), SIGKILL what is left
+    local name pid i pids=() names=() wait=${WAIT:-20}
     for name in "$@"; do
         if pid_alive "$name"; then
             pid=$(cat "$RUN/$name.pid")
             kill -TERM "$pid" 2>/dev/null && pids+=("$pid") && names+=("$name")
         fi
     done
-    for ((i = 0; i < 200; i++)); do
+    for ((i = 0; i < wait * 10; i++)); do
         local left=0
         for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && left=1; done
         [ $left = 0 ] && break
@@ -26,8 +26,9 @@ stop_procs() { # NAME...: SIGTERM all, wait up to 20 s, SIGKILL what is left
     done
     for i in "${!pids[@]}"; do
         if [ -d "/proc/${pids[i]}" ]; then
-            log "down: ${names[i]} (${pids[i]}) ignored SIGTERM; SIGKILL"
+            log "down: ${names[i]} (${pids[i]}) still running ${wait}s after SIGTERM: SIGKILL"
             kill -KILL "${pids[i]}" 2>/dev/null
+            sleep 0.2
         fi
     done
     [ ${#names[@]} = 0 ] || log "down: stopped ${names[*]}"
@@ -55,6 +56,8 @@ if pid_alive containerd && [ -S "$CONTAINERD_SOCK" ]; then
 fi
 
 # 3. The rest of the processes, in reverse start order.
+# (the apiserver drains requests on SIGTERM for up to a minute: no need here)
+WAIT=5 stop_procs kube-controller-manager kube-scheduler kube-apiserver
 stop_procs "${COMPONENTS[@]}"
 
 # Shims of *our* containerd (their command line names our socket) that

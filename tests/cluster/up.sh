@@ -55,7 +55,7 @@ done
 step "binaries (build.sh)"
 
 # ---------------------------------------------------------------- leftovers
-"$HERE/down.sh"
+"$HERE/down.sh" >&2
 step "leftovers removed (down.sh)"
 
 mkdir -p "$STATE" "$RUN" "$LOGS" "$PKI" "$RUN/containerd" "$STATE/cni/net.d" "$CACHE/registry"
