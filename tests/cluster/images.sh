@@ -61,6 +61,7 @@ build_base() {
         --env SHELL=/bin/bash --cmd /bin/bash -t "$1" >/dev/null
 }
 
-# Tags get a ".tmp" suffix as "repo:tag.tmp"; strip a leading tag for that.
+# (crane append pushes to TAG.tmp, crane mutate then writes TAG: an image is
+# never visible under its real tag half-made.)
 push_if_changed "$PAUSE_IMAGE" "$(sha256sum <"$BIN/pause" | cut -c1-64)" build_pause
 push_if_changed "$BASE_IMAGE" "$(cat "$BIN/httpserver" "$ROOTFS" | sha256sum | cut -c1-64)" build_base
