@@ -97,6 +97,7 @@ class KubernetesBackend(Backend):
         self._free: list[WorkerPlan] = []
         self._problems: dict[str, str] = {}  # pod -> why it is not running
         self._pods: set[str] = set()
+        self._forbidden = ""
         self._deleted: set[str] = set()
         self._stop = threading.Event()
         self._last_fatal_check = 0.0
@@ -202,6 +203,10 @@ class KubernetesBackend(Backend):
         return open_stream
 
     def _relay_closed(self, pod: str, why: str) -> None:
+        if "Forbidden" in why or "(403)" in why:
+            self._forbidden = (f"Kubernetes refused to exec into pod {pod} (Forbidden): womm "
+                               "needs pods/exec; ask an admin to apply `womm cluster-setup` in "
+                               f"namespace {self.namespace} and bind you to its Role")
         self._detach(pod, why, close=False)
 
     def _detach(self, pod: str, why: str, close: bool = True) -> None:
@@ -230,6 +235,8 @@ class KubernetesBackend(Backend):
 
     def fatal(self) -> str:
         """A reason the workers cannot start that waiting will not cure, or ''."""
+        if self._forbidden:
+            return self._forbidden
         problems = dict(self._problems)
         for pod, why in problems.items():
             if any(reason in why for reason in _FATAL_WAITING):
@@ -242,7 +249,7 @@ class KubernetesBackend(Backend):
         if self._plan is not None and now - self._last_fatal_check > 1.0:
             self._last_fatal_check = now
             try:
-                deployment = self.apps.read_namespaced_deployment_status(
+                deployment = self.apps.read_namespaced_deployment(
                     task_object_name(self._plan.task_id), self.namespace)
                 if deployment.spec.replicas == 0:
                     return "its Deployment was scaled to 0 from outside"
@@ -250,7 +257,7 @@ class KubernetesBackend(Backend):
                     if condition.type == "ReplicaFailure" and condition.status == "True":
                         return f"{condition.reason}: {condition.message}"
             except Exception as exc:
-                return f"the Deployment cannot be read: {exc}"
+                return f"the Deployment cannot be read ({getattr(exc, 'reason', exc)})"
         return ""
 
     def diagnose(self, worker: str) -> str:
