@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, manage
+from . import __version__, cli_kuboid, manage
 from ._parallel import citation
 from .dispatch import Dispatch
 from .errors import OptionError, WommError
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "at /mnt); the exported variables and everything installed become the "
                     "image jobs run, pushed and recorded in .womm/config.json.")
     add_arguments(setup, SetupOptions)
+    cli_kuboid.add_parsers(verbs)
     return parser
 
 
@@ -152,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `womm`; return its exit status (2 for usage errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and args[0] in cli_kuboid.VERBS:
+            return cli_kuboid.main(args)
         if args and args[0] == "parallel":
             split = args.index("--") if "--" in args else None
             womm_args = args[1:split] if split is not None else args[1:]

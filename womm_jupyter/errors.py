@@ -11,7 +11,9 @@ stderr tails) follow after a blank line. The tree::
     ├── ImageError           the worker image is missing or unusable
     │   └── SetupError       `womm setup` could not build, check or push the project image
     ├── ConfigError          a womm config file (project or user) cannot be read or written
-    └── TaskNotFoundError    `womm finish ID` named no task of this owner
+    ├── TaskNotFoundError    `womm finish ID` named no task of this owner
+    └── PodNotFoundError     a `womm pods` verb named a pod that is not one of the chosen
+                             (your womm) pods of the namespace
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "ImageError",
     "MissingToolError",
     "OptionError",
+    "PodNotFoundError",
     "SetupError",
     "TaskNotFoundError",
     "WommError",
@@ -85,5 +88,11 @@ class ConfigError(WommError):
 
 class TaskNotFoundError(WommError):
     """No task with that id belongs to this owner."""
+
+    exit_status = 2
+
+
+class PodNotFoundError(WommError):
+    """A pod named to a `womm pods` verb is not among the pods it may touch."""
 
     exit_status = 2

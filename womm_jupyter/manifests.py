@@ -10,7 +10,8 @@ from typing import Any
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
 from .naming import task_object_name
 
-__all__ = ["LEADER", "cluster_setup", "lease", "task_labels", "worker_deployment"]
+__all__ = ["LEADER", "ROLE_RULES", "cluster_setup", "experiment_pod", "lease",
+           "namespace_access", "task_labels", "worker_deployment"]
 
 LEADER = "womm-leader"
 AGENT_SOCKET_DIR = "/run/womm"
@@ -79,31 +80,68 @@ def lease(plan: LaunchPlan, owner_uid: str, now: str) -> dict[str, Any]:
     }
 
 
-def cluster_setup(namespace: str | None = None) -> list[dict[str, Any]]:
-    """What an admin applies once per namespace: the leader ServiceAccount and a Role with
-    exactly the verbs womm uses, nothing cluster-wide."""
+# Exactly the verbs womm uses in a namespace (parallel, status, finish, experiments, pod
+# verbs); nothing cluster-wide.
+ROLE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["apps"], "resources": ["deployments"],
+     "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"],
+     "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "verbs": ["get", "list", "create", "update", "patch", "delete"]},
+]
+
+
+def namespace_access(name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    """A ServiceAccount ``name`` bound by a Role + RoleBinding of the same name to
+    :data:`ROLE_RULES` in ``namespace``: womm's least privilege, nothing cluster-wide."""
     meta: dict[str, Any] = {"labels": {MANAGED_BY: "womm"}}
     if namespace:
         meta["namespace"] = namespace
-    rules = [
-        {"apiGroups": ["apps"], "resources": ["deployments"],
-         "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
-        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
-        {"apiGroups": [""], "resources": ["pods"],
-         "verbs": ["get", "list", "watch", "create", "delete"]},
-        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
-        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "verbs": ["get", "list", "create", "update", "patch", "delete"]},
-    ]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": LEADER, **meta}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": LEADER, **meta}, "rules": rules},
+         "metadata": {"name": name, **meta},
+         "rules": [{**rule, "verbs": list(rule["verbs"])} for rule in ROLE_RULES]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": LEADER, **meta},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEADER},
-         "subjects": [{"kind": "ServiceAccount", "name": LEADER,
+         "metadata": {"name": name, **meta},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name,
                        **({"namespace": namespace} if namespace else {})}]},
     ]
+
+
+def cluster_setup(namespace: str | None = None) -> list[dict[str, Any]]:
+    """What an admin applies once per namespace: the leader ServiceAccount and a Role with
+    exactly the verbs womm uses, nothing cluster-wide."""
+    return namespace_access(LEADER, namespace)
+
+
+def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str],
+                   annotations: dict[str, str], cpu: str, memory: str) -> dict[str, Any]:
+    """One task of an experiment: ``sh -c COMMAND`` in ``image``, run once (never restarted
+    by the kubelet: the experiment decides about retries)."""
+    resources = {"cpu": cpu, "memory": memory}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "task",
+                "image": image,
+                "command": ["sh", "-c", command],
+                "env": [{"name": "HOME", "value": "/tmp"}],
+                "resources": {"requests": resources, "limits": resources},
+                "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
+            }],
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 2,
+        },
+    }

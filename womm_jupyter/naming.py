@@ -8,7 +8,8 @@ import re
 import secrets
 import socket
 
-__all__ = ["kube_safe_name", "new_task_id", "owner", "task_object_name"]
+__all__ = ["experiment_pod_name", "experiment_task_key", "kube_safe_name", "new_task_id",
+           "owner", "task_object_name"]
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o or 1/l: ids get read aloud
 
@@ -47,3 +48,26 @@ def kube_safe_name(text: str, limit: int = 63) -> str:
     # max(0, ...): with a small limit a negative slice end would keep almost all of the text.
     head = cleaned[: max(0, limit - len(digest) - 1)].rstrip("-.")
     return f"{head}-{digest}" if head else digest
+
+
+_HINT = re.compile(r"[^a-z0-9]+")
+
+
+def experiment_pod_name(experiment_id: str, index: int, attempt: int, command: str) -> str:
+    """Pod of one attempt at one task: ``womm-<experiment>-<line>-<attempt>-<hint>``.
+
+    Unique by construction (experiment id, task line number, attempt); the hint, taken from
+    the end of the command, is only for people reading ``kubectl get pods``. At most 63
+    characters, a valid DNS-1123 label.
+    """
+    prefix = f"womm-{experiment_id}-{index}-{attempt}"
+    room = 63 - len(prefix) - 1
+    hint = _HINT.sub("-", command.lower()).strip("-")
+    hint = hint[-room:].lstrip("-") if room > 0 else ""
+    return f"{prefix}-{hint}" if hint else prefix
+
+
+def experiment_task_key(index: int, command: str) -> str:
+    """A task's name in the log directory (``<key>.log``): its line number and its command,
+    so an edited line is a new task and two equal commands on two lines are two tasks."""
+    return f"{index:05d}-{kube_safe_name(command, limit=48)}"

@@ -20,9 +20,17 @@ from .errors import OptionError
 
 __all__ = [
     "BACKENDS",
+    "AdminKubeconfigOptions",
+    "AdminNodesOptions",
     "ClusterSetupOptions",
+    "ExperimentOptions",
     "FinishOptions",
+    "KubesanitizeOptions",
     "ParallelOptions",
+    "PodExecOptions",
+    "PodLogGrepOptions",
+    "PodSaveLogOptions",
+    "PodsOptions",
     "SetupOptions",
     "StatusOptions",
     "add_arguments",
@@ -37,11 +45,12 @@ BACKENDS = ("auto", "kubernetes", "docker", "local")
 
 def _option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple[str, ...] = (),
             minimum: float | None = None, metavar: str | None = None, short: str = "",
-            shown_default: str | None = None) -> Any:
+            shown_default: str | None = None, positional: str = "") -> Any:
     # shown_default: the default as --help words it, when the field's own default ("") only
     # means "not given" (e.g. `womm setup` asks, or uses what the project recorded).
+    # positional: "1" for one positional argument, "*" or "+" for a tuple of them.
     meta = {"help": help, "choices": choices, "minimum": minimum, "metavar": metavar,
-            "short": short, "shown_default": shown_default}
+            "short": short, "shown_default": shown_default, "positional": positional}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -153,6 +162,128 @@ class FinishOptions:
                            metavar="NAME")
 
 
+@dataclasses.dataclass(frozen=True)
+class ExperimentOptions:
+    """Options of ``womm experiment run``: one pod per task line (kuboid)."""
+
+    image: str = _option(help="image each task's pod runs; it needs sh", metavar="IMAGE",
+                         short="-i")
+    task_file: str = _option("", help="file of tasks, one shell command line per line (blank "
+                             "lines and lines starting with # are skipped); lines appended "
+                             "while the experiment runs are picked up", metavar="TASKFILE",
+                             short="-f", shown_default="standard input")
+    log_dir: str = _option("womm-logs", help="directory that receives <task>.log when a task "
+                           "completes, and <task>.failed when it failed every attempt; a "
+                           "task whose log is there is never run again", metavar="LOGDIR",
+                           short="-l")
+    max_retries: int = _option(2, help="times a failed or OOM-killed task is run again before "
+                               "it is reported as failed", minimum=0, metavar="N")
+    max_pods: int = _option(0, help="at most this many task pods at once (0: every task at "
+                            "once; Kubernetes queues what does not fit)", minimum=0,
+                            metavar="N")
+    kube_cpu: float = _option(1.0, help="CPUs for each task's pod (requests = limits)",
+                              minimum=0.001, metavar="N")
+    kube_mem: str = _option("512Mi", help="memory for each task's pod, e.g. 512Mi or 4Gi",
+                            metavar="M")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _PodSelection:
+    """What every ``womm pods`` verb chooses from: this owner's womm pods, filtered."""
+
+    completed: bool = _option(False, help="only pods whose command completed (exit 0)")
+    errored: bool = _option(False, help="only pods that failed (OOM-killed ones included)")
+    oom: bool = _option(False, help="only pods OOM-killed (over --kube-mem)")
+    running: bool = _option(False, help="only running pods")
+    pending: bool = _option(False, help="only pods waiting to be scheduled or started")
+    regex: str = _option("", help="only pods whose name matches this regular expression",
+                         metavar="R")
+    task: str = _option("", help="only pods of this task or experiment ID", metavar="ID")
+    all_pods: bool = _option(False, help="every pod of the namespace, not only your womm pods")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
+
+
+_NAMES_HELP = "pod names"
+_NAMES_DEFAULT = "read from standard input when it is a pipe or file, else every chosen pod"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PodsOptions(_PodSelection):
+    """Options of ``womm pods names|states|runtime|describe|logs|delete``."""
+
+    names: tuple[str, ...] = _option((), help=_NAMES_HELP, metavar="NAME", positional="*",
+                                     shown_default=_NAMES_DEFAULT)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PodSaveLogOptions(_PodSelection):
+    """Options of ``womm pods savelog DIR``."""
+
+    directory: str = _option(help="directory that receives <pod>.log", metavar="DIR",
+                             positional="1")
+    names: tuple[str, ...] = _option((), help=_NAMES_HELP, metavar="NAME", positional="*",
+                                     shown_default=_NAMES_DEFAULT)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PodLogGrepOptions(_PodSelection):
+    """Options of ``womm pods loggrep REGEX``."""
+
+    pattern: str = _option(help="regular expression searched for in each pod's log",
+                           metavar="REGEX", positional="1")
+    names: tuple[str, ...] = _option((), help=_NAMES_HELP, metavar="NAME", positional="*",
+                                     shown_default=_NAMES_DEFAULT)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PodExecOptions(_PodSelection):
+    """Options of ``womm pods exec NAME... -- COMMAND``."""
+
+    names: tuple[str, ...] = _option((), help=_NAMES_HELP, metavar="NAME", positional="*",
+                                     shown_default="read from standard input")
+
+
+@dataclasses.dataclass(frozen=True)
+class KubesanitizeOptions:
+    """Options of ``womm kubesanitize``."""
+
+    texts: tuple[str, ...] = _option((), help="texts to turn into Kubernetes names",
+                                     metavar="TEXT", positional="*",
+                                     shown_default="lines of standard input")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminKubeconfigOptions:
+    """Options of ``womm admin kubeconfig NAMESPACE``."""
+
+    namespace: str = _option(help="the only namespace the kubeconfig may use",
+                             metavar="NAMESPACE", positional="1")
+    output: str = _option("", help="write the kubeconfig to this file (mode 0600)",
+                          metavar="FILE", short="-o", shown_default="standard output")
+    user: str = _option("womm-member", help="name of the member's ServiceAccount, Role and "
+                        "RoleBinding in that namespace", metavar="NAME")
+    days: int = _option(30, help="days the token stays valid", minimum=1, metavar="N")
+    context: str = _option("", help="your (admin) kubeconfig context (default: the current "
+                           "one)", metavar="NAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminNodesOptions:
+    """Options of ``womm admin nodes``."""
+
+    idle: bool = _option(False, help="only nodes running no pod outside kube-system")
+    used: bool = _option(False, help="only nodes running a pod outside kube-system")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
+
+
 def flag_name(name: str) -> str:
     """``kube_pods`` -> ``--kube-pods``."""
     return "--" + name.replace("_", "-")
@@ -164,7 +295,7 @@ def env_name(name: str) -> str:
 
 
 def _positional(field: dataclasses.Field[Any]) -> bool:
-    return field.name == "task_id"
+    return field.name == "task_id" or bool(field.metadata.get("positional"))
 
 
 def add_arguments(parser: argparse.ArgumentParser, options: type) -> None:
@@ -174,10 +305,14 @@ def add_arguments(parser: argparse.ArgumentParser, options: type) -> None:
         help_text = meta["help"]
         if meta.get("shown_default"):
             help_text += f" (default: {meta['shown_default']})"
-        elif field.default is not dataclasses.MISSING and field.type != "bool":
+        elif field.default is not dataclasses.MISSING and field.type != "bool" \
+                and "default:" not in help_text:
             help_text += f" (default: {field.default if field.default != '' else 'none'})"
         if _positional(field):
-            parser.add_argument(field.name, help=help_text, metavar=meta["metavar"])
+            nargs = meta.get("positional") if meta.get("positional") in ("*", "+") else None
+            extra: dict[str, Any] = {"default": argparse.SUPPRESS} if nargs == "*" else {}
+            parser.add_argument(field.name, help=help_text, metavar=meta["metavar"],
+                                nargs=nargs, **extra)
             continue
         flags = [flag_name(field.name)] + ([meta["short"]] if meta["short"] else [])
         if field.type == "bool":
@@ -203,6 +338,9 @@ def _convert(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             value = int(raw)
         elif field.type == "float":
             value = float(raw)
+        elif field.type == "tuple[str, ...]":
+            value = tuple(str(item) for item in raw) if isinstance(raw, list | tuple) \
+                else tuple(str(raw).split())
         else:
             value = str(raw)
     except ValueError:

@@ -1,0 +1,554 @@
+"""Experiments (kuboid's ``monitor_experiment``, working): one pod per task line.
+
+Each task line (from a file that may grow while the experiment runs, or from a stream such as
+standard input) runs as ``sh -c LINE`` in a pod of its own. The log directory is the ledger:
+
+- ``<key>.log`` is written (to a temporary name, then renamed) only when the task's pod
+  completed with exit status 0; a task whose log exists is never run again, so running the
+  same experiment again resumes it.
+- ``<key>.failed`` is written when a task failed (non-zero exit or OOM-killed) on its first
+  run and on all ``--max-retries`` retries: its attempts, their reasons and the last log tail.
+  It does not stop a later run from trying the task again; a later success removes it.
+
+``<key>`` is the task's line number and a sanitised, collision-free form of the line
+(:func:`~womm_jupyter.naming.experiment_task_key`). Pod names carry the experiment id, the line
+number and the attempt (:func:`~womm_jupyter.naming.experiment_pod_name`): unique by
+construction. Pods carry ``app.kubernetes.io/managed-by=womm``, ``womm/task=<experiment id>``,
+``womm/owner`` and ``womm/experiment-task=<line number>``; the experiment watches, changes and
+deletes only pods with its own id.
+
+Pods are followed with a watch from a listed resourceVersion (relisted on 410 Gone), never by
+polling. A pod that vanishes (deleted, evicted, pre-empted, its node lost) is rescheduled and
+does not count as a failed attempt. The task file is checked for appended lines once a second.
+
+The core never prints: :class:`Experiment` reports :class:`ExperimentEvent`s (``progress``
+carries a :class:`Progress`) to whoever iterates :meth:`Experiment.events`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import manifests
+from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
+from .errors import ImageError, OptionError, WommError
+from .naming import experiment_pod_name, experiment_task_key, new_task_id, owner
+from .options import ExperimentOptions
+
+__all__ = ["LABEL_EXPERIMENT_TASK", "Experiment", "ExperimentEvent", "Progress", "TaskOutcome"]
+
+LABEL_EXPERIMENT_TASK = "womm/experiment-task"
+LABEL_ATTEMPT = "womm/attempt"
+
+# Waiting reasons of a pod that waiting will not cure: the image cannot be had.
+_IMAGE_FATAL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+# A Failed pod with one of these pod-level reasons did not fail by itself: it was removed.
+_VANISHED_REASONS = {"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
+                     "Preempting", "DeletionByTaintManager", "UnexpectedAdmissionError"}
+_LOG_TAIL_LINES = 40
+_FILE_CHECK_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Counts of an experiment's tasks. ``done`` includes ``skipped`` (logs found at start);
+    ``failed`` counts tasks that failed every attempt; ``rescheduled`` and ``retried`` count
+    pods started again (after vanishing, after failing)."""
+
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    pending: int = 0
+    failed: int = 0
+    rescheduled: int = 0
+    retried: int = 0
+    skipped: int = 0
+
+    def line(self) -> str:
+        """``12 tasks: 7 done, 2 running, 3 pending, 0 failed, 1 rescheduled, 0 retried``."""
+        return (f"{self.total} tasks: {self.done} done, {self.running} running, "
+                f"{self.pending} pending, {self.failed} failed, {self.rescheduled} rescheduled, "
+                f"{self.retried} retried")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentEvent:
+    """Something a face may show. ``kind`` is one of ``started``, ``progress`` (``data`` is a
+    :class:`Progress`), ``completed``, ``rescheduled``, ``retry``, ``failed`` (``data`` is a
+    :class:`TaskOutcome`), ``waiting`` (a pod cannot be scheduled yet), ``deleted``."""
+
+    kind: str
+    text: str = ""
+    data: Any = None
+
+
+@dataclasses.dataclass
+class TaskOutcome:
+    """One task line and what became of it."""
+
+    index: int  # line number in the task file (1-based)
+    command: str
+    key: str
+    status: str = "waiting"  # waiting | pending | running | done | failed
+    pod: str = ""  # the current attempt's pod, "" when none
+    attempts: int = 0  # pods started
+    failures: list[str] = dataclasses.field(default_factory=list)
+    oom_killed: bool = False  # the last failure was an OOM kill
+    rescheduled: int = 0
+    skipped: bool = False  # its log was there before the experiment started it
+
+
+_FINISHED = ExperimentEvent("finished")
+
+
+class Experiment:
+    """A running experiment: pods for task lines, until every task is done or failed.
+
+    Starts at once on a background thread. ``events()`` yields what happens; ``cancel()``
+    stops it (every pod of the experiment is deleted, as at the end of a normal run);
+    ``result()`` waits and returns the tasks, or raises what stopped the experiment.
+
+    Parameters
+    ----------
+    options:
+        the experiment's options (image, task file, log directory, retries, pod size...).
+    lines:
+        the task lines when ``options.task_file`` is empty (e.g. ``sys.stdin``); read on a
+        thread of their own as they come.
+    """
+
+    def __init__(self, options: ExperimentOptions, lines: Iterable[str] | None = None) -> None:
+        from kubernetes import client
+
+        from .backends.kubernetes import load_config
+
+        if not options.task_file and lines is None:
+            raise OptionError("womm experiment run: give the tasks with -f TASKFILE or on "
+                              "standard input, one shell command line per line")
+        self.options = options
+        self.id = new_task_id()
+        self.owner = owner()
+        self.log_dir = Path(options.log_dir)
+        self._task_file = Path(options.task_file) if options.task_file else None
+        if self._task_file is not None and not self._task_file.is_file():
+            raise OptionError(f"--task-file: {self._task_file} is not a file: give an existing "
+                              "file of task lines, or pipe the lines in")
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(f"--log-dir: cannot create {self.log_dir} ({exc.strerror}): "
+                              "choose a directory you may write") from None
+        api, default_namespace = load_config(options.context)
+        self.namespace = options.namespace or default_namespace
+        self.core = client.CoreV1Api(api)
+        self.tasks: dict[int, TaskOutcome] = {}
+        self.status = "running"  # running | done (all tasks done) | failed | cancelled
+        self.error: BaseException | None = None
+        self.progress = Progress()
+        self._lines = lines
+        self._input_done = lines is None  # a file has no end; a stream ends at EOF
+        self._file_offset = 0
+        self._file_lines = 0
+        self._file_partial = b""
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._events: queue.Queue[ExperimentEvent] = queue.Queue()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._waiting_reported: set[str] = set()
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name=f"womm-experiment-{self.id}")
+        self._thread.start()
+
+    # -- faces ------------------------------------------------------------------------------
+    def events(self) -> Iterator[ExperimentEvent]:
+        """Every event until the experiment ends. Meant for one consumer."""
+        while True:
+            event = self._events.get()
+            if event is _FINISHED:
+                return
+            yield event
+
+    def cancel(self) -> None:
+        """Stop: delete every pod of this experiment; logs already saved stay."""
+        self._stop.set()
+        self._inbox.put(("wake",))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the experiment ends (or ``timeout`` seconds); True when it ended."""
+        return self._done.wait(timeout)
+
+    def result(self) -> list[TaskOutcome]:
+        """Wait; return every task in line order, or raise what stopped the experiment."""
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        return [self.tasks[index] for index in sorted(self.tasks)]
+
+    @property
+    def selector(self) -> str:
+        """Label selector of this experiment's pods."""
+        return f"{MANAGED_BY}=womm,{LABEL_TASK}={self.id}"
+
+    # -- the experiment's thread ------------------------------------------------------------
+    def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
+        self._events.put(ExperimentEvent(kind, text, data))
+
+    def _main(self) -> None:
+        try:
+            self._run()
+            failed = any(task.status == "failed" for task in self.tasks.values())
+            self.status = "cancelled" if self._stop.is_set() else (
+                "failed" if failed else "done")
+        except BaseException as exc:  # kept for result(); the face decides how to show it
+            self.error = exc
+            self.status = "failed"
+        finally:
+            try:
+                self._cleanup()
+            except WommError as exc:
+                self.error = self.error or exc
+            self._done.set()
+            self._events.put(_FINISHED)
+
+    def _run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from .backends.kubernetes import _api_error
+
+        try:
+            listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        except ApiException as exc:
+            raise _api_error(exc, "list pods", self.namespace) from exc
+        threading.Thread(target=self._watch, args=(listed.metadata.resource_version,),
+                         daemon=True, name=f"womm-experiment-watch-{self.id}").start()
+        if self._lines is not None:
+            threading.Thread(target=self._read_lines, daemon=True,
+                             name=f"womm-experiment-input-{self.id}").start()
+        source = str(self._task_file) if self._task_file else "standard input"
+        self._emit("started", f"experiment {self.id}: tasks from {source}, logs in "
+                              f"{self.log_dir}, pods in namespace {self.namespace}")
+        self._read_file(final=False)
+        last_check = time.monotonic()
+        while not self._stop.is_set():
+            self._schedule()
+            self._report_progress()
+            if self._finished():
+                self._read_file(final=True)  # a last line without its newline counts too
+                if self._finished():
+                    return
+                continue
+            try:
+                item = self._inbox.get(timeout=_FILE_CHECK_SECONDS)
+            except queue.Empty:
+                item = ("wake",)
+            self._handle(item)
+            while True:  # drain what else arrived before scheduling again
+                try:
+                    self._handle(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if time.monotonic() - last_check >= _FILE_CHECK_SECONDS:
+                last_check = time.monotonic()
+                self._read_file(final=False)
+
+    def _finished(self) -> bool:
+        return self._input_done and all(task.status in ("done", "failed")
+                                        for task in self.tasks.values())
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "line":
+            self._add_task(item[1], item[2])
+        elif kind == "eof":
+            self._input_done = True
+        elif kind == "pod":
+            self._pod_event(item[1], item[2])
+        elif kind == "relist":
+            present = {pod.metadata.name for pod in item[1]}
+            for task in self.tasks.values():
+                if task.pod and task.pod not in present and task.status in ("pending",
+                                                                            "running"):
+                    self._vanished(task, "its pod is gone")
+            for pod in item[1]:
+                self._pod_event("MODIFIED", pod)
+        elif kind == "error":
+            raise item[1]
+
+    # -- task input -------------------------------------------------------------------------
+    def _read_lines(self) -> None:
+        assert self._lines is not None
+        try:
+            for number, line in enumerate(self._lines, start=1):
+                if self._stop.is_set():
+                    return
+                self._inbox.put(("line", number, line.rstrip("\r\n")))
+        finally:
+            self._inbox.put(("eof",))
+
+    def _read_file(self, final: bool) -> None:
+        if self._task_file is None:
+            return
+        try:
+            with self._task_file.open("rb") as handle:
+                handle.seek(self._file_offset)
+                data = handle.read()
+        except OSError as exc:
+            raise OptionError(f"--task-file: cannot read {self._task_file} "
+                              f"({exc.strerror})") from None
+        self._file_offset += len(data)
+        data = self._file_partial + data
+        *complete, self._file_partial = data.split(b"\n")
+        if final and self._file_partial:
+            complete.append(self._file_partial)
+            self._file_partial = b""
+        for raw in complete:
+            self._file_lines += 1
+            self._add_task(self._file_lines, raw.decode("utf-8", "surrogateescape").rstrip("\r"))
+
+    def _add_task(self, index: int, line: str) -> None:
+        command = line.strip()
+        if not command or command.startswith("#"):
+            return
+        task = TaskOutcome(index=index, command=command, key=experiment_task_key(index, command))
+        if self._log_path(task).exists():
+            task.status, task.skipped = "done", True
+        self.tasks[index] = task
+
+    def _log_path(self, task: TaskOutcome) -> Path:
+        return self.log_dir / f"{task.key}.log"
+
+    # -- pods -------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        active = sum(task.status in ("pending", "running") for task in self.tasks.values())
+        for index in sorted(self.tasks):
+            task = self.tasks[index]
+            if task.status != "waiting":
+                continue
+            if self.options.max_pods and active >= self.options.max_pods:
+                return
+            if self._log_path(task).exists():  # another run of this experiment finished it
+                task.status, task.skipped = "done", True
+                continue
+            self._create_pod(task)
+            active += 1
+
+    def _create_pod(self, task: TaskOutcome) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from .backends.kubernetes import _api_error
+
+        name = experiment_pod_name(self.id, task.index, task.attempts, task.command)
+        labels = {MANAGED_BY: "womm", LABEL_TASK: self.id, LABEL_OWNER: self.owner,
+                  LABEL_EXPERIMENT_TASK: str(task.index), LABEL_ATTEMPT: str(task.attempts)}
+        annotations = {"womm/command": task.command, "womm/log": f"{task.key}.log",
+                       "womm/log-dir": str(self.log_dir.resolve())}
+        body = manifests.experiment_pod(
+            name=name, image=self.options.image, command=task.command, labels=labels,
+            annotations=annotations, cpu=f"{self.options.kube_cpu:g}",
+            memory=self.options.kube_mem)
+        try:
+            self.core.create_namespaced_pod(self.namespace, body)
+        except ApiException as exc:
+            raise _api_error(exc, f"create pod {name}", self.namespace) from exc
+        task.pod, task.status = name, "pending"
+        task.attempts += 1
+
+    def _watch(self, resource_version: str) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        while not self._stop.is_set():
+            try:
+                stream = watch.Watch()
+                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
+                                           label_selector=self.selector, timeout_seconds=30,
+                                           resource_version=resource_version,
+                                           allow_watch_bookmarks=True):
+                    if self._stop.is_set():
+                        stream.stop()
+                        return
+                    pod = event["object"]
+                    resource_version = pod.metadata.resource_version or resource_version
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        self._inbox.put(("pod", event["type"], pod))
+            except ApiException as exc:
+                if self._stop.is_set():
+                    return
+                if exc.status != 410:  # anything else: try the same version again shortly
+                    time.sleep(1)
+                    continue
+                # 410 Gone: the version is too old to watch from; list again.
+                try:
+                    listed = self.core.list_namespaced_pod(self.namespace,
+                                                           label_selector=self.selector)
+                except Exception as list_exc:
+                    self._inbox.put(("error", list_exc))
+                    return
+                resource_version = listed.metadata.resource_version
+                self._inbox.put(("relist", listed.items))
+            except Exception:  # a dropped connection: watch again from the last version
+                if self._stop.is_set():
+                    return
+                time.sleep(1)
+
+    def _task_of(self, pod: Any) -> TaskOutcome | None:
+        labels = pod.metadata.labels or {}
+        if labels.get(LABEL_TASK) != self.id:  # only this experiment's pods, ever
+            return None
+        try:
+            task = self.tasks.get(int(labels.get(LABEL_EXPERIMENT_TASK, "")))
+        except ValueError:
+            return None
+        # Events of an earlier attempt's pod (being deleted) say nothing about the task.
+        return task if task is not None and task.pod == pod.metadata.name else None
+
+    def _pod_event(self, kind: str, pod: Any) -> None:
+        task = self._task_of(pod)
+        if task is None or task.status not in ("pending", "running"):
+            return
+        if kind == "DELETED":
+            self._vanished(task, "its pod was deleted")
+            return
+        phase = pod.status.phase if pod.status else None
+        if phase == "Succeeded":
+            self._completed(task, pod)
+        elif pod.metadata.deletion_timestamp is not None:
+            self._vanished(task, "its pod is being deleted")
+        elif phase == "Failed":
+            terminated = _terminated(pod)
+            if (pod.status.reason in _VANISHED_REASONS or terminated is None):
+                self._vanished(task, f"its pod was stopped ({pod.status.reason or 'no exit'}"
+                                     f": {pod.status.message or 'no message'})")
+            else:
+                self._failed(task, pod, terminated)
+        elif phase == "Running":
+            task.status = "running"
+        else:
+            self._pending(task, pod)
+
+    def _pending(self, task: TaskOutcome, pod: Any) -> None:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in _IMAGE_FATAL:
+                raise ImageError(f"pod {pod.metadata.name} cannot get image "
+                                 f"{self.options.image} ({waiting.reason}): check the name "
+                                 "and that the cluster can pull it, then run the experiment "
+                                 "again (finished tasks keep their logs).",
+                                 waiting.message or "")
+        for condition in pod.status.conditions or []:
+            if (condition.type == "PodScheduled" and condition.status == "False"
+                    and task.pod not in self._waiting_reported):
+                self._waiting_reported.add(task.pod)
+                self._emit("waiting", f"{task.pod} waits for room: {condition.reason}: "
+                                      f"{condition.message}")
+
+    def _completed(self, task: TaskOutcome, pod: Any) -> None:
+        try:
+            log = self._pod_log(pod.metadata.name)
+        except Exception as exc:  # gone before its log was read: run it again
+            self._vanished(task, f"its log could not be read ({exc})")
+            return
+        path = self._log_path(task)
+        temporary = path.with_name(f".{path.name}.{self.id}.tmp")
+        temporary.write_bytes(log)
+        os.replace(temporary, path)  # a log is either complete or absent
+        (self.log_dir / f"{task.key}.failed").unlink(missing_ok=True)
+        task.status, task.pod = "done", ""
+        self._delete_pod(pod.metadata.name)
+        self._emit("completed", f"{task.key}: completed ({pod.metadata.name})", task)
+
+    def _failed(self, task: TaskOutcome, pod: Any, terminated: Any) -> None:
+        task.oom_killed = terminated.reason == "OOMKilled"
+        why = ("OOM-killed (over --kube-mem " + self.options.kube_mem + ")"
+               if task.oom_killed else f"exited with status {terminated.exit_code}")
+        task.failures.append(f"{pod.metadata.name}: {why}")
+        try:
+            tail = b"\n".join(self._pod_log(pod.metadata.name).splitlines()[-_LOG_TAIL_LINES:])
+        except Exception:
+            tail = b""
+        name = pod.metadata.name
+        task.pod = ""
+        self._delete_pod(name)
+        if len(task.failures) <= self.options.max_retries:
+            task.status = "waiting"
+            self._emit("retry", f"{task.key}: {why}; retry {len(task.failures)} of "
+                                f"{self.options.max_retries}", task)
+            return
+        task.status = "failed"
+        marker = self.log_dir / f"{task.key}.failed"
+        report = (f"command: {task.command}\nattempts: {task.attempts}\n"
+                  + "".join(f"failure: {failure}\n" for failure in task.failures)
+                  + f"oom-killed: {'yes' if task.oom_killed else 'no'}\n"
+                  + "last log lines:\n").encode() + tail + b"\n"
+        temporary = marker.with_name(f".{marker.name}.{self.id}.tmp")
+        temporary.write_bytes(report)
+        os.replace(temporary, marker)
+        self._emit("failed", f"{task.key}: {why} on each of {task.attempts} attempts; see "
+                             f"{marker}", task)
+
+    def _vanished(self, task: TaskOutcome, why: str) -> None:
+        name = task.pod
+        task.pod, task.status = "", "waiting"
+        task.rescheduled += 1
+        self._delete_pod(name)
+        self._emit("rescheduled", f"{task.key}: {why} ({name}); rescheduled", task)
+
+    def _pod_log(self, name: str) -> bytes:
+        response = self.core.read_namespaced_pod_log(name, self.namespace, container="task",
+                                                     _preload_content=False)
+        return bytes(response.data)
+
+    def _delete_pod(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _report_progress(self) -> None:
+        tasks = list(self.tasks.values())
+        progress = Progress(
+            total=len(tasks),
+            done=sum(task.status == "done" for task in tasks),
+            running=sum(task.status == "running" for task in tasks),
+            pending=sum(task.status in ("pending", "waiting") for task in tasks),
+            failed=sum(task.status == "failed" for task in tasks),
+            rescheduled=sum(task.rescheduled for task in tasks),
+            retried=sum(len(task.failures) for task in tasks if task.status != "failed")
+            + sum(len(task.failures) - 1 for task in tasks if task.status == "failed"),
+            skipped=sum(task.skipped for task in tasks))
+        if progress != self.progress:
+            self.progress = progress
+            self._emit("progress", progress.line(), progress)
+
+    def _cleanup(self) -> None:
+        """Delete every pod of this experiment that is left (at the end, on Ctrl-C)."""
+        from kubernetes.client.exceptions import ApiException
+
+        from .backends.kubernetes import _api_error
+
+        self._stop.set()
+        try:
+            left = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+            for pod in left.items:
+                self._delete_pod(pod.metadata.name)
+                self._emit("deleted", f"pod/{pod.metadata.name} deleted")
+        except ApiException as exc:
+            raise _api_error(exc, f"delete the pods of experiment {self.id}",
+                             self.namespace) from exc
+
+
+def _terminated(pod: Any) -> Any:
+    for status in pod.status.container_statuses or []:
+        if status.state and status.state.terminated:
+            return status.state.terminated
+    return None
