@@ -32,6 +32,7 @@ __all__ = [
     "PodSaveLogOptions",
     "PodsOptions",
     "SetupOptions",
+    "ShellOptions",
     "StatusOptions",
     "add_arguments",
     "env_name",
@@ -127,6 +128,24 @@ class SetupOptions:
     host_rw: bool = _option(False, help="mount this machine's root at /mnt read-write in the "
                             "testbed (read-only by default)")
     show: bool = _option(False, help="print the project's current configuration and exit")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShellOptions:
+    """Options of ``womm shell`` / ``%womm_shell``: one worker of the project image."""
+
+    kube_cpu: float = _option(1.0, help="CPUs for the shell's worker (requests = limits)",
+                              minimum=0.001, metavar="N")
+    kube_mem: str = _option("512Mi", help="memory for the shell's worker, e.g. 512Mi or 16Gi",
+                            metavar="M")
+    backend: str = _option("auto", help="where the shell runs: Kubernetes when configured, "
+                           "else Docker when an engine answers", choices=BACKENDS)
+    image: str = _option("", help="image the shell runs (default: the project's womm image)",
+                         metavar="IMAGE")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 
 from ..errors import OptionError
-from ..options import FinishOptions, ParallelOptions, StatusOptions, add_arguments, resolve
+from ..options import (
+    FinishOptions,
+    ParallelOptions,
+    SetupOptions,
+    ShellOptions,
+    StatusOptions,
+    add_arguments,
+    resolve,
+)
 
 __all__ = ["HelpShown", "MagicParser", "build_parser", "parse", "resolve_usage", "split_line"]
 
@@ -67,11 +75,26 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
         prog="%womm_finish",
         description="Stop a task's coordinator if it still runs and delete its workers and "
                     "state, as `womm finish ID`.")),
+    "womm_setup": (SetupOptions, dict(
+        prog="%womm_setup",
+        description="Build the project's worker image, as `womm setup`. Without arguments: a "
+                    "form (share, base image, prefix), a testbed terminal, \"Does it work?\" "
+                    "and the push's progress. With --script FILE the setup runs like `womm "
+                    "setup` with the same flags (a kernel has no terminal for the dialogue); "
+                    "other flags pre-fill the form.")),
+    "womm_shell": (ShellOptions, dict(
+        prog="%womm_shell",
+        usage="%(prog)s [options] [-- command line]",
+        description="A shell in a new worker of the project image, with the working "
+                    "directory at the same path, as `womm shell`: a terminal in the page, or, "
+                    "after `--`, run the command line there, stream its output and return its "
+                    "exit status.")),
 }
 
 
 def build_parser(verb: str) -> MagicParser:
-    """The parser of magic ``verb`` (``womm_parallel``, ``womm_status``, ``womm_finish``)."""
+    """The parser of magic ``verb`` (``womm_parallel``, ``womm_status``, ``womm_finish``,
+    ``womm_setup``, ``womm_shell``)."""
     options, settings = _VERBS[verb]
     parser = MagicParser(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                          **settings)

@@ -1,4 +1,5 @@
-"""The womm magics: ``%%womm_parallel`` (cell or line), ``%womm_status``, ``%womm_finish``.
+"""The womm magics: ``%%womm_parallel`` (cell or line), ``%womm_status``, ``%womm_finish``,
+``%womm_setup``, ``%womm_shell``.
 
 Each equals ``womm <verb>`` with the same flags. ``%%womm_parallel`` blocks the cell like a
 command in a terminal: it drains the run's events on the cell's own thread and writes job
@@ -9,9 +10,13 @@ uses), shows a progress widget where widgets render and a text line elsewhere, a
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import dataclasses
 import importlib.util
+import queue
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,10 +28,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
 
-from .. import manage
+from .. import manage, server
 from .._parallel import INPUT_SEPARATORS
 from ..dispatch import Dispatch, Event
 from ..errors import OptionError
+from ..options import SetupOptions, resolve
 from ..runs import Run
 from .parsing import HelpShown, build_parser, parse, resolve_usage, split_line
 from .render import TaskTable, TextProgress
@@ -250,3 +256,124 @@ class WommMagics(Magics):
         for deleted in manage.finish(options.task_id, **_rest(options, "task_id")):
             print(f"{deleted} deleted")
         return None
+
+    @no_var_expand  # type: ignore[untyped-decorator]
+    @line_magic  # type: ignore[untyped-decorator]
+    @_with_help("womm_setup", """
+    %womm_setup
+    %womm_setup --share 4 --base ubuntu:22.04 --prefix registry.example.org/me/
+    %womm_setup --script setup.sh --yes --share 4 --base ubuntu:22.04 --prefix 127.0.0.1:5000/
+    %womm_setup --show
+""")
+    def womm_setup(self, line: str) -> Any:
+        words, rest = split_line(line)
+        if rest is not None:
+            words = [*words, "--", *rest]
+        try:
+            explicit, _ = parse("womm_setup", words)
+        except HelpShown:
+            return None
+        if explicit.get("script") or explicit.get("show"):
+            return _run_cli(["setup", *words])
+        from ..setup_plan import setup_widget
+
+        try:  # the same validation as the CLI; the project config plays no part in setup
+            resolve(SetupOptions, explicit, config={})
+        except OptionError as exc:
+            raise UsageError(f"%womm_setup: {str(exc).splitlines()[0]}") from None
+        display(setup_widget(Path.cwd(), explicit))  # type: ignore[no-untyped-call]
+        return None
+
+    @no_var_expand  # type: ignore[untyped-decorator]
+    @line_magic  # type: ignore[untyped-decorator]
+    @_with_help("womm_shell", """
+    %womm_shell
+    %womm_shell --kube-cpu 4 --kube-mem 8Gi
+    %womm_shell -- python --version
+    code = %womm_shell -- sh -c 'exit 7'
+""")
+    def womm_shell(self, line: str) -> Any:
+        from ..shell import start_shell
+
+        split = _DASHES.search(line)
+        head, command = (line[:split.start()], line[split.end():].strip()) if split else \
+            (line, None)
+        words, _ = split_line(head)
+        try:
+            explicit, _ = parse("womm_shell", words)
+        except HelpShown:
+            return None
+        options = resolve_usage("womm_shell", explicit)
+        if command == "":
+            raise UsageError("%womm_shell: give a command line after `--`, or no `--` for a "
+                             "terminal")
+        try:
+            session = start_shell(options, Path.cwd(), command)
+        except OptionError as exc:
+            raise UsageError(f"%womm_shell: {str(exc).splitlines()[0]}") from None
+        if command is None:
+            from IPython.display import IFrame
+
+            atexit.register(session.close)  # the kernel's end ends its shells
+            print(f"womm: shell {session.name} (task {session.task_id}); `exit` ends it",
+                  file=sys.stderr, flush=True)
+            display(IFrame(server.terminal_url(session.name), width="100%",  # type: ignore[no-untyped-call]
+                           height=420))
+            return session
+        try:
+            decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                        for kind in ("stdout", "stderr")}
+            for kind, chunk in session.output():
+                stream = sys.stdout if kind == "stdout" else sys.stderr
+                stream.write(decoders[kind].decode(chunk))
+                stream.flush()
+            for kind, decoder in decoders.items():
+                (sys.stdout if kind == "stdout" else sys.stderr).write(decoder.decode(b"", True))
+            return session.wait()
+        finally:
+            session.close()  # also on interrupt: the command's container goes
+
+
+_DASHES = re.compile(r"(?:^|\s)--(?:\s|$)")
+
+
+def _run_cli(args: list[str]) -> int | None:
+    """Run ``womm ARGS`` with no terminal, streaming its output into the cell (on this
+    thread); an interrupt reaches it as Ctrl-C does in a terminal, and its cleanup is awaited.
+    Returns its exit status when it failed."""
+    proc = subprocess.Popen([sys.executable, "-m", "womm_jupyter.cli", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    chunks: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+
+    def read(kind: str, pipe: Any) -> None:
+        for data in iter(lambda: pipe.read1(65536), b""):
+            chunks.put((kind, data))
+        chunks.put(None)
+
+    for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        threading.Thread(target=read, args=(kind, pipe), daemon=True).start()
+    decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                for kind in ("stdout", "stderr")}
+    ended = 0
+    try:
+        while ended < 2:
+            item = chunks.get()
+            if item is None:
+                ended += 1
+                continue
+            stream = sys.stdout if item[0] == "stdout" else sys.stderr
+            stream.write(decoders[item[0]].decode(item[1]))
+            stream.flush()
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        while True:
+            try:
+                proc.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+        raise
+    return code or None
+
