@@ -156,7 +156,14 @@ def _explicit(parsed: argparse.Namespace) -> dict[str, Any]:
 def _experiment(options: ExperimentOptions) -> int:
     from .experiments import Experiment
 
-    experiment = Experiment(options, None if options.task_file else sys.stdin)
+    # Standard input holds tasks when it is a pipe, a file or a terminal (end with Ctrl-D);
+    # /dev/null or a closed input is no task list.
+    reads_stdin = not options.task_file and sys.stdin is not None and (
+        _piped(sys.stdin) or sys.stdin.isatty())
+    if reads_stdin and sys.stdin.isatty():
+        print("womm: reading task lines from the terminal; end them with Ctrl-D",
+              file=sys.stderr)
+    experiment = Experiment(options, sys.stdin if reads_stdin else None)
 
     def interrupt(signum: int, frame: Any) -> None:
         threading.Thread(target=experiment.cancel, daemon=True).start()
