@@ -103,6 +103,7 @@ class ShellSession:
         self.task_id = new_task_id()
         self.name = f"{SHELL_PREFIX}{self.task_id}"
         self._closed = threading.Event()
+        self._exit_code: int | None = None
         ensure_image(client, options.image)
         uid, gid = os.getuid(), os.getgid()
         labels = {MANAGED_BY: "womm", LABEL_TASK: self.task_id, LABEL_OWNER: owner(),
@@ -155,7 +156,7 @@ class ShellSession:
         if not self.interactive:
             return
         try:
-            self.container.wait()
+            self._exit_code = int(self.container.wait().get("StatusCode", -1))
         except Exception:  # removed from outside (womm finish): nothing left to watch
             pass
         self.close()
@@ -170,9 +171,13 @@ class ShellSession:
 
     def wait(self, timeout: float | None = None) -> int:
         """The shell's (or command's) exit status, once it has exited."""
+        if self._exit_code is not None:  # the watcher saw it exit (and removed it)
+            return self._exit_code
         try:
             result = self.container.wait(timeout=timeout)
         except Exception as exc:
+            if self._exit_code is not None:
+                return self._exit_code
             if self._closed.is_set():
                 return 137  # removed (close, or `womm finish`): killed
             raise BackendError(f"lost the shell {self.name}: {exc}") from exc
@@ -220,16 +225,18 @@ class ShellSession:
             pass
 
     def _follow(self) -> None:
-        # One stream per kind, each read on a thread into one queue: stdout and stderr stay
-        # apart (the docker API merges them in `logs`).
+        # One attach per kind (the docker API merges them in `logs`), each read on a thread
+        # into one queue. The attach requests are made here, before the container starts, so
+        # no output is missed (attaching to a container that already exited would hang).
+        streams = {kind: self.client.api.attach(self.container.id, stream=True, logs=True,
+                                                stdout=kind == "stdout",
+                                                stderr=kind == "stderr")
+                   for kind in ("stdout", "stderr")}
         ended = threading.Semaphore(0)
 
         def read(kind: str) -> None:
             try:
-                stream = self.client.api.attach(self.container.id, stream=True, logs=True,
-                                                stdout=kind == "stdout",
-                                                stderr=kind == "stderr")
-                for chunk in stream:
+                for chunk in streams[kind]:
                     self._streams.put((kind, chunk))
             except Exception:  # the container was removed (interrupt): the stream ends
                 pass
@@ -241,7 +248,7 @@ class ShellSession:
             ended.acquire()
             self._streams.put(None)
 
-        for kind in ("stdout", "stderr"):
+        for kind in streams:
             threading.Thread(target=read, args=(kind,), daemon=True).start()
         threading.Thread(target=join, daemon=True).start()
 

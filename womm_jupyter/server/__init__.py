@@ -1,6 +1,7 @@
 """The Jupyter server side of womm, registered through jupyter-server-proxy.
 
-Two entry points of the group ``jupyter_serverproxy_servers`` (declared in pyproject.toml):
+Two entry points of the group ``jupyter_serverproxy_servers`` (declared in pyproject.toml;
+named ``*_process`` so the submodules of the same names do not shadow them):
 
 ``womm-dashboard``
     :mod:`womm_jupyter.server.dashboard`: a tiny stdlib HTTP server rendering
@@ -24,8 +25,8 @@ import sys
 import urllib.parse
 from typing import Any
 
-__all__ = ["DASHBOARD", "TERMINAL", "base_url", "dashboard", "dashboard_url", "terminal",
-           "terminal_url"]
+__all__ = ["DASHBOARD", "TERMINAL", "base_url", "dashboard_process", "dashboard_url",
+           "terminal_process", "terminal_url"]
 
 DASHBOARD = "womm-dashboard"
 TERMINAL = "womm-terminal"
@@ -40,12 +41,12 @@ def _process(module: str, title: str) -> dict[str, Any]:
     }
 
 
-def dashboard() -> dict[str, Any]:
+def dashboard_process() -> dict[str, Any]:
     """jupyter-server-proxy's description of the task dashboard process."""
     return _process("womm_jupyter.server.dashboard", "womm tasks")
 
 
-def terminal() -> dict[str, Any]:
+def terminal_process() -> dict[str, Any]:
     """jupyter-server-proxy's description of the web terminal process."""
     config = _process("womm_jupyter.server.terminal", "womm terminal")
     config["launcher_entry"] = {"enabled": False}  # it needs a container: magics link to it
