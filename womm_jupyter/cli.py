@@ -137,7 +137,7 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
                                                                 signal.SIGHUP)}
     try:
         for event in run.events():
-            if event.kind in ("backend", "created", "deleted", "lost"):
+            if event.kind in ("backend", "created", "deleted", "lost", "share"):
                 print(event.text, file=sys.stderr, flush=True)
     finally:
         for sig, handler in previous.items():

@@ -9,6 +9,8 @@ this machine unless ``--local-procs`` asked for local slots.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import os
 import queue
@@ -23,9 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import _parallel, _paths, tasks
+from . import _parallel, _paths, share, tasks
 from .backends import Backend, LaunchPlan, LocalBackend, WorkerPlan, select_backend
-from .errors import BackendError, ImageError, OptionError, WommError, WorkersLostError
+from .errors import (
+    BackendError,
+    ImageError,
+    OptionError,
+    ShareError,
+    WommError,
+    WorkersLostError,
+)
 from .naming import new_task_id, owner, task_object_name
 from .options import ParallelOptions
 from .records import JoblogReader, JobRecord
@@ -37,7 +46,7 @@ __all__ = ["Dispatch", "Event", "Progress"]
 class Event:
     """Something a face may render.
 
-    kind: ``backend``, ``created``, ``deleted``, ``ready``, ``lost`` (text to show);
+    kind: ``backend``, ``created``, ``deleted``, ``ready``, ``lost``, ``share`` (text to show);
     ``stdout``/``stderr`` (data: bytes); ``record`` (data: JobRecord);
     ``progress`` (data: Progress).
     """
@@ -198,6 +207,8 @@ class Dispatch:
         self._parallel: subprocess.Popen[bytes] | None = None
         self._backends: list[Backend] = []
         self._lost_reasons: list[str] = []
+        self._share_notes: queue.Queue[str] = queue.Queue()  # from backend threads
+        self._uploaded: dict[str, str] | None = None  # path -> sha256 at upload (syncback)
 
     # -- public -----------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -270,6 +281,10 @@ class Dispatch:
             self._gone.put((name, why))
 
         self._backends.append(backend)
+        method = self._share_method(backend)
+        if method in ("eager", "eager-syncback"):
+            main = dataclasses.replace(main, prepare=functools.partial(
+                self._upload, backend, method == "eager-syncback"))
         kind = backend.launch(main, on_gone)
         self.emit(Event("created", f"{kind}/{task_object_name(self.task_id)} created"))
         if local:
@@ -278,9 +293,63 @@ class Dispatch:
             local_backend.launch(local, on_gone)
         slots = _Slots(tdir / "s", workers)
         self._await_first_worker(slots, workers)
-        return self._run_parallel(tdir, client, slots, workers)
+        code = self._run_parallel(tdir, client, slots, workers)
+        self._drain_share_notes()
+        if method == "eager-syncback":
+            self._syncback(backend)
+        return code
+
+    # -- shares (see share.py) --------------------------------------------------------------
+    def _share_method(self, backend: Backend) -> str:
+        method = share.method(self.options.share, self.cwd)
+        if backend.name != "kubernetes":
+            if method != "none":
+                self.emit(Event("share", f"womm: share {method}: the {backend.name} workers "
+                                         f"use {self.cwd} itself"))
+            return "none"
+        if method == "lazy":
+            raise ShareError("lazy shares are not available on Kubernetes in this version: "
+                             "run with --share eager (or eager-syncback), or --share none.")
+        return method
+
+    def _upload(self, backend: Backend, record_hashes: bool, pod: str) -> None:
+        """A pod's prepare step (backend thread): rsync the project into it."""
+        note = self._share_notes.put
+        if record_hashes and self._uploaded is None:
+            # Hashed before the first upload: a file edited during the upload then counts as
+            # changed here, which can only keep a local version, never lose one.
+            self._uploaded = share.hash_tree(self.cwd)
+        namespace = getattr(backend, "namespace", "")
+        result = share.push(self.cwd, pod, namespace=namespace, context=self.options.context,
+                            report=lambda text: note(f"womm: {text}"))
+        note(f"womm: share: pod {pod}: {result.files} files, {share.size_text(result.total_bytes)};"
+             f" sent {result.transferred_files} files, "
+             f"{share.size_text(result.transferred_bytes)} of file data in {result.seconds:.1f} s")
+
+    def _drain_share_notes(self) -> None:
+        while True:
+            try:
+                self.emit(Event("share", self._share_notes.get_nowait()))
+            except queue.Empty:
+                return
+
+    def _syncback(self, backend: Backend) -> None:
+        namespace = getattr(backend, "namespace", "")
+        uploaded = self._uploaded or {}
+        for pod in backend.share_targets():
+            staging = self.cwd / ".womm" / f"syncback-{self.task_id}-{pod}"
+            result = share.pull(self.cwd, pod, uploaded, namespace=namespace,
+                                context=self.options.context, staging=staging)
+            self.emit(Event("share", f"womm: share: syncback from pod {pod}: "
+                                     f"{len(result.updated)} files new or changed here, "
+                                     f"{len(result.conflicts)} conflicts "
+                                     f"({result.seconds:.1f} s)"))
+            for path, kept in result.conflicts:
+                self.emit(Event("share", f"womm: share: conflict: {path} changed here and on "
+                                         f"pod {pod}; yours stays, the pod's is {kept}"))
 
     def _check_ready(self, slots: _Slots, workers: tuple[WorkerPlan, ...]) -> None:
+        self._drain_share_notes()
         while True:
             try:
                 name, why = self._gone.get_nowait()

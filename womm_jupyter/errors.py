@@ -11,6 +11,7 @@ stderr tails) follow after a blank line. The tree::
     ├── ImageError           the worker image is missing or unusable
     │   └── SetupError       `womm setup` could not build, check or push the project image
     ├── ConfigError          a womm config file (project or user) cannot be read or written
+    ├── ShareError           the project directory could not be shared with the workers
     ├── TaskNotFoundError    `womm finish ID` named no task of this owner
     └── PodNotFoundError     a `womm pods` verb named a pod that is not one of the chosen
                              (your womm) pods of the namespace
@@ -26,6 +27,7 @@ __all__ = [
     "OptionError",
     "PodNotFoundError",
     "SetupError",
+    "ShareError",
     "TaskNotFoundError",
     "WommError",
     "WorkersLostError",
@@ -84,6 +86,10 @@ class SetupError(ImageError):
 
 class ConfigError(WommError):
     """A womm config file (``.womm/config.json`` or the user's) is unreadable or unwritable."""
+
+
+class ShareError(WommError):
+    """The project directory could not be shared with (or brought back from) the workers."""
 
 
 class TaskNotFoundError(WommError):

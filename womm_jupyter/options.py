@@ -92,6 +92,12 @@ class ParallelOptions:
                              metavar="NS", short="-n")
     context: str = _option("", help="kubeconfig context (default: the current one)",
                            metavar="NAME")
+    # The choices of SetupOptions.share (SHARE_CHOICES, defined below).
+    share: str = _option("", help="how the workers see the project directory: 1 or lazy, 2 or "
+                         "eager (rsynced before jobs start), 3 or eager-syncback (and changes "
+                         "pulled back when all jobs end), 4 or none (the image's files only)",
+                         choices=("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none"),
+                         metavar="METHOD", shown_default="the project's (`womm setup`), else none")
     start_timeout: float = _option(120.0, help="seconds to wait for workers to become ready",
                                    minimum=1, metavar="S")
     citation: bool = _option(False, help="show GNU parallel's citation notice and exit")

@@ -44,7 +44,8 @@ class PodRelay:
     def close(self) -> None:
         """Stop relaying (jobs on this pod lose their connection); no on_closed call."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # not started yet while its pod is being prepared
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         reason = "the pod's stream closed"

@@ -45,6 +45,9 @@ class LaunchPlan:
     host: str
     image: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
+    # Called with a worker's name (a pod's, on Kubernetes) from a backend thread once it is
+    # running and before it takes jobs (the eager share's upload); an exception keeps it out.
+    prepare: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class Backend(abc.ABC):
 
     def heartbeat(self) -> None:  # noqa: B027 - most backends have nothing to renew
         """Tell the cluster the coordinator is alive (Kubernetes: renew the task's Lease)."""
+
+    def share_targets(self) -> list[str]:
+        """Workers whose files are not this machine's (pods): syncback pulls from these."""
+        return []
 
     def fatal(self) -> str:
         """A reason the workers cannot start that waiting will not cure (ImagePullBackOff,

@@ -98,6 +98,7 @@ class KubernetesBackend(Backend):
         self._problems: dict[str, str] = {}  # pod -> why it is not running
         self._pods: set[str] = set()
         self._forbidden = ""
+        self._prepare_failed = ""
         self._deleted: set[str] = set()
         self._stop = threading.Event()
         self._last_fatal_check = 0.0
@@ -164,7 +165,12 @@ class KubernetesBackend(Backend):
                 relay = PodRelay(name, place.socket, self._stream_opener(name),
                                  functools.partial(self._relay_closed, name))
                 self._relays[name] = (relay, place)
-                relay.start()
+                if self._plan is not None and self._plan.prepare is not None:
+                    # The eager share's upload: the pod joins (its socket appears) after it.
+                    threading.Thread(target=self._prepare_then_start, args=(name, relay),
+                                     daemon=True, name=f"womm-prepare-{name}").start()
+                else:
+                    relay.start()
                 return
         if not ready and attached:
             self._detach(name, "pod deleted" if kind == "DELETED" else "pod no longer Ready")
@@ -185,6 +191,25 @@ class KubernetesBackend(Backend):
             self._problems[name] = "; ".join(why)
         else:
             self._problems.pop(name, None)
+
+    def _prepare_then_start(self, pod: str, relay: PodRelay) -> None:
+        assert self._plan is not None and self._plan.prepare is not None
+        try:
+            self._plan.prepare(pod)
+        except Exception as exc:
+            if pod not in self._deleted and not self._stop.is_set():
+                # Not a lost pod: the same will happen on every pod (no rsync, Forbidden).
+                self._prepare_failed = f"pod {pod}: {exc}"
+            self._detach(pod, f"preparing the pod failed: {exc}", close=False)
+            return
+        with self._lock:
+            current = self._relays.get(pod)
+        if current is not None and current[0] is relay and not self._stop.is_set():
+            relay.start()
+
+    def share_targets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._relays)
 
     def _stream_opener(self, pod: str) -> Any:
         mux = _paths.transport_file("mux.pl").read_text()
@@ -237,6 +262,8 @@ class KubernetesBackend(Backend):
         """A reason the workers cannot start that waiting will not cure, or ''."""
         if self._forbidden:
             return self._forbidden
+        if self._prepare_failed:
+            return self._prepare_failed
         problems = dict(self._problems)
         for pod, why in problems.items():
             if any(reason in why for reason in _FATAL_WAITING):

@@ -40,7 +40,8 @@ from .render import TaskTable, TextProgress
 __all__ = ["WommMagics"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_TEXT_EVENTS = ("backend", "created", "deleted", "lost")  # shown on stderr, as the CLI does
+# Shown on stderr, as the CLI does.
+_TEXT_EVENTS = ("backend", "created", "deleted", "lost", "share")
 
 
 def _rest(options: Any, *skip: str) -> dict[str, Any]:
