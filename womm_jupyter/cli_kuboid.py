@@ -217,6 +217,13 @@ def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
     except re.error as exc:
         raise OptionError(f"--regex: {options.regex!r} is not a regular expression ({exc})"
                           ) from None
+    pattern = None
+    if verb == "loggrep":
+        try:  # line by line, as grep: ^ and $ match at each line's start and end
+            pattern = re.compile(options.pattern.encode(), re.MULTILINE)
+        except re.error as exc:
+            raise OptionError(f"womm pods loggrep: {options.pattern!r} is not a regular "
+                              f"expression ({exc})") from None
     names: list[str] | None = list(options.names) or _stdin_names()
     if verb == "exec" and not names:
         raise OptionError("womm pods exec: name the pods (or pipe their names in), then the "
@@ -251,7 +258,7 @@ def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
             pods.savelog(pod.metadata.name, directory)
             print(pod.metadata.name, flush=True)
     elif verb == "loggrep":
-        pattern = re.compile(options.pattern.encode())
+        assert pattern is not None
         for pod in chosen:
             if pods.loggrep(pod.metadata.name, pattern):
                 print(pod.metadata.name, flush=True)
