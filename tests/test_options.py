@@ -50,10 +50,12 @@ def test_values_are_converted_from_text():
 
 def test_names_map_mechanically():
     for field in dataclasses.fields(ParallelOptions):
-        assert flag_name(field.name) == "--" + field.name.replace("_", "-")
-        assert env_name(field.name) == "WOMM_" + field.name.upper()
+        name = field.name.rstrip("_")  # PEP 8: a trailing _ avoids a keyword (async_)
+        assert flag_name(field.name) == "--" + name.replace("_", "-")
+        assert env_name(field.name) == "WOMM_" + name.upper()
     assert flag_name("kube_pods") == "--kube-pods"
     assert env_name("kube_pods") == "WOMM_KUBE_PODS"
+    assert (flag_name("async_"), env_name("async_")) == ("--async", "WOMM_ASYNC")
 
 
 # -- validation messages name the flag (and where a bad value came from) ----------------------

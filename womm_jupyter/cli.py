@@ -19,6 +19,7 @@ from .errors import OptionError, WommError
 from .options import (
     ClusterSetupOptions,
     FinishOptions,
+    LogsOptions,
     ParallelOptions,
     SetupOptions,
     StatusOptions,
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "verbs womm uses (nothing cluster-wide), for an admin to apply: "
                     "`womm cluster-setup | kubectl apply -f -`.")
     add_arguments(cluster, ClusterSetupOptions)
+    logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
+                            description="Print the output of an --async task's leader (GNU "
+                                        "parallel's stdout and stderr, womm's messages); with "
+                                        "-f, follow it until the run ends.")
+    add_arguments(logs, LogsOptions)
     setup = verbs.add_parser(
         "setup", help="build the project's worker image in a local testbed shell",
         allow_abbrev=False,
@@ -127,6 +133,8 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
         raise OptionError("womm parallel: put GNU parallel's options and command after `--`, "
                           "e.g. womm parallel --kube-pods 3 -- wc -l {}")
     options = resolve(ParallelOptions, explicit)
+    if options.async_:
+        return _parallel_async(options, parallel_args)
     dispatch = Dispatch(options, parallel_args, cwd=Path.cwd(), emit=lambda event: None)
     run = Run(dispatch)
 
@@ -149,6 +157,56 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
     return run.exit_code or 0
 
 
+def _parallel_async(options: ParallelOptions, parallel_args: list[str]) -> int:
+    from . import _parallel as gnu
+    from .detached import submit
+
+    data: bytes | None = None
+    if not any(word in gnu.INPUT_SEPARATORS for word in parallel_args):
+        if sys.stdin.isatty():
+            raise OptionError("womm parallel --async: give the inputs after ::: or on standard "
+                              "input (the client does not stay to read a terminal).")
+        data = sys.stdin.buffer.read()
+    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data)
+    scope = f" --namespace {done.namespace}" if options.namespace else ""
+    print(f"womm: task {done.task_id} started in namespace {done.namespace} (leader image "
+          f"{done.leader_image}); it runs on without this terminal.\n"
+          f"  follow it:       womm logs {done.task_id}{scope} -f\n"
+          f"  see its state:   womm status{scope}\n"
+          f"  collect output:  womm finish {done.task_id}{scope}", file=sys.stderr)
+    print(done.task_id)
+    return 0
+
+
+def _cluster_setup(options: ClusterSetupOptions) -> int:
+    import yaml
+
+    from .manifests import leader_image_record
+
+    docs = manage.cluster_setup(options.context, options.namespace)
+    if options.build:
+        from .leader_image import build_leader_image
+
+        image = build_leader_image(options.prefix, progress=lambda text: print(
+            text, file=sys.stderr, flush=True))
+        print(f"womm: leader image {image} pushed; the ConfigMap below records it",
+              file=sys.stderr)
+        docs.append(leader_image_record(image, docs[0]["metadata"].get("namespace")))
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    return 0
+
+
+def _logs(options: LogsOptions) -> int:
+    from .detached import logs
+
+    out = sys.stdout.buffer
+    for chunk in logs(options.task_id, options.follow, context=options.context,
+                      namespace=options.namespace):
+        out.write(chunk)
+        out.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `womm`; return its exit status (2 for usage errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -164,18 +222,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if parsed.verb == "status":
             return _status(resolve(StatusOptions, explicit))
         if parsed.verb in ("cluster-setup", "server-deployment"):
-            import yaml
-
-            cluster = resolve(ClusterSetupOptions, explicit)
-            print(yaml.safe_dump_all(manage.cluster_setup(cluster.context, cluster.namespace),
-                                     sort_keys=False), end="")
-            return 0
+            return _cluster_setup(resolve(ClusterSetupOptions, explicit))
+        if parsed.verb == "logs":
+            return _logs(resolve(LogsOptions, explicit))
         if parsed.verb == "setup":
             from .cli_setup import setup
 
             return setup(resolve(SetupOptions, explicit, config={}))
         if parsed.verb == "finish":
             done = resolve(FinishOptions, explicit)
+            saved = manage.collect(done.task_id, Path.cwd(), context=done.context,
+                                   namespace=done.namespace)
+            if saved:
+                print(f"womm: task {done.task_id}: records and output saved in {saved}",
+                      file=sys.stderr)
             for name in manage.finish(done.task_id, context=done.context,
                                       namespace=done.namespace):
                 print(f"{name} deleted")

@@ -187,11 +187,14 @@ class Dispatch:
         False: it goes straight to this process's stdout/stderr (the CLI).
     emit:
         receives every Event, from the thread calling :meth:`run`.
+    task_id:
+        the task's id (default: a new one); the --async leader runs the client's task.
     """
 
     def __init__(self, options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                  emit: Callable[[Event], None], inputs: list[str] | None = None,
-                 stdin: IO[bytes] | None = None, capture: bool = False) -> None:
+                 stdin: IO[bytes] | None = None, capture: bool = False,
+                 task_id: str | None = None) -> None:
         self.options = options
         self.args = _parallel.inspect(parallel_argv)
         self.cwd = cwd.resolve()
@@ -199,7 +202,7 @@ class Dispatch:
         self.stdin = stdin
         self.capture = capture
         self.emit = emit
-        self.task_id = new_task_id()
+        self.task_id = task_id or new_task_id()  # given: the --async leader runs a task
         self.records: list[JobRecord] = []
         self.parallel_exit: int | None = None
         self._cancelled = threading.Event()

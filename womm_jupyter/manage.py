@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from . import manifests, tasks
 from .backends import Backend, LocalBackend, TaskInfo, kubernetes_configured
 from .errors import MissingToolError, TaskNotFoundError
 
-__all__ = ["cluster_setup", "finish", "status"]
+__all__ = ["cluster_setup", "collect", "finish", "status"]
 
 
 def _backends(context: str = "", namespace: str = "") -> list[Backend]:
@@ -33,7 +34,22 @@ def status(all_owners: bool = False, *, context: str = "",
     """Every task of this owner (or all owners), oldest first: local processes, the Docker
     engine, and the Kubernetes namespace when a configuration is found."""
     rows = [row for backend in _backends(context, namespace) for row in backend.tasks(all_owners)]
+    if kubernetes_configured() or context:
+        from . import detached
+
+        found = detached.tasks(all_owners, context=context, namespace=namespace)
+        ids = {row.task_id for row in found}  # their workers' Deployment is the same task
+        rows = [row for row in rows if row.task_id not in ids] + found
     return sorted(rows, key=lambda row: row.created)
+
+
+def collect(task_id: str, into: Path, *, context: str = "", namespace: str = "") -> Path | None:
+    """Download an --async task's records and output under ``into``; None for other tasks."""
+    if not (kubernetes_configured() or context):
+        return None
+    from . import detached
+
+    return detached.download(task_id, into, context=context, namespace=namespace)
 
 
 def cluster_setup(context: str = "", namespace: str = "") -> list[dict[str, Any]]:
@@ -56,8 +72,13 @@ def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]
     meta = tasks.read_task(task_id)
     if meta and tasks.coordinator_alive(task_id, meta.get("pid"), meta.get("host")):
         os.kill(int(meta["pid"]), signal.SIGTERM)  # it cleans up after itself
-    deleted = [name for backend in _backends(context, namespace)
-               for name in backend.finish(task_id)]
+    deleted: list[str] = []
+    if kubernetes_configured() or context:
+        from . import detached
+
+        deleted += detached.finish(task_id, context=context, namespace=namespace)
+    deleted += [name for backend in _backends(context, namespace)
+                for name in backend.finish(task_id) if name not in deleted]
     if not deleted and meta is None:
         raise TaskNotFoundError(f"no task {task_id} on this machine or its Docker engine: "
                                 "`womm status` lists the tasks you can finish.")

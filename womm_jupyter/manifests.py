@@ -10,8 +10,9 @@ from typing import Any
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
 from .naming import task_object_name
 
-__all__ = ["LEADER", "ROLE_RULES", "cluster_setup", "experiment_pod", "lease",
-           "namespace_access", "task_labels", "worker_deployment"]
+__all__ = ["LEADER", "ROLE_RULES", "cluster_setup", "detached_part", "detached_root",
+           "experiment_pod", "leader_image_record", "leader_job", "lease", "namespace_access",
+           "task_labels", "worker_deployment"]
 
 LEADER = "womm-leader"
 AGENT_SOCKET_DIR = "/run/womm"
@@ -93,6 +94,11 @@ ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
      "verbs": ["get", "list", "create", "update", "patch", "delete"]},
+    # --async: the leader Job, its inputs and its durable output (ConfigMaps, never Secrets).
+    {"apiGroups": ["batch"], "resources": ["jobs"],
+     "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"],
+     "verbs": ["get", "list", "create", "update", "patch", "delete"]},
 ]
 
 
@@ -145,3 +151,97 @@ def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str
             "terminationGracePeriodSeconds": 2,
         },
     }
+
+
+# --async ------------------------------------------------------------------------------------
+LABEL_ROLE = "womm/role"  # root | output | result (objects of a detached task)
+LABEL_LEADER = "womm/leader-of"  # the leader pod: not womm/task, or its own run would take it
+LEADER_MOUNT = "/womm/in"
+
+
+def _detached_meta(name: str, task_id: str, owner: str, role: str, root: tuple[str, str] | None,
+                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {MANAGED_BY: "womm", LABEL_TASK: task_id,
+                                                     LABEL_OWNER: owner, LABEL_ROLE: role}}
+    if annotations:
+        meta["annotations"] = annotations
+    if root:
+        # Everything of the task hangs off its root ConfigMap: deleting it cascades.
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
+                                    "name": root[0], "uid": root[1]}]
+    return meta
+
+
+def detached_root(*, task_id: str, owner: str, annotations: dict[str, str],
+                  spec: str, stdin_b64: str | None) -> dict[str, Any]:
+    """The root of an --async task: ConfigMap ``womm-task-<id>`` holding what the leader runs
+    (``spec.json``: options, GNU parallel's arguments, working directory) and its input."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": _detached_meta(task_object_name(task_id), task_id, owner, "root", None,
+                                   annotations),
+        "data": {"spec.json": spec}}
+    if stdin_b64 is not None:
+        body["binaryData"] = {"stdin": stdin_b64}
+    return body
+
+
+def leader_job(*, task_id: str, owner: str, root_uid: str, image: str,
+               annotations: dict[str, str]) -> dict[str, Any]:
+    """The --async coordinator: Job ``womm-task-<id>`` of the womm-leader ServiceAccount,
+    run once (a second attempt would run the jobs again), owned by the root ConfigMap."""
+    name = task_object_name(task_id)
+    resources = {"cpu": "250m", "memory": "256Mi"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _detached_meta(name, task_id, owner, "leader", (name, root_uid),
+                                   annotations),
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {MANAGED_BY: "womm", LABEL_LEADER: task_id,
+                                        LABEL_OWNER: owner}},
+                "spec": {
+                    "serviceAccountName": LEADER,
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 20,  # time to delete the workers
+                    "enableServiceLinks": False,
+                    "containers": [{
+                        "name": "leader",
+                        "image": image,
+                        "command": ["python3", "-m", "womm_jupyter.leader"],
+                        "env": [{"name": "WOMM_TASK_ID", "value": task_id},
+                                {"name": "WOMM_ROOT_UID", "value": root_uid},
+                                {"name": "WOMM_OWNER", "value": owner},
+                                {"name": "HOME", "value": "/tmp"},
+                                {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                        "resources": {"requests": resources, "limits": resources},
+                        "volumeMounts": [{"name": "inputs", "mountPath": LEADER_MOUNT,
+                                          "readOnly": True}],
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "privileged": False},
+                    }],
+                    "volumes": [{"name": "inputs", "configMap": {"name": name}}],
+                },
+            },
+        },
+    }
+
+
+def detached_part(*, task_id: str, owner: str, root_uid: str, role: str, index: int,
+                  data_b64: str) -> dict[str, Any]:
+    """One durable piece of an --async task's output (``role`` output: part ``index`` of the
+    records stream; result: the run's outcome), owned by the root ConfigMap."""
+    name = f"{task_object_name(task_id)}-{role}" + (f"-{index}" if role == "output" else "")
+    meta = _detached_meta(name, task_id, owner, role, (task_object_name(task_id), root_uid))
+    meta["labels"]["womm/part"] = str(index)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "binaryData": {"data": data_b64}}
+
+
+def leader_image_record(image: str, namespace: str | None = None) -> dict[str, Any]:
+    """ConfigMap ``womm-leader``: the leader image `womm parallel --async` uses here."""
+    meta: dict[str, Any] = {"name": LEADER, "labels": {MANAGED_BY: "womm"}}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"image": image}}

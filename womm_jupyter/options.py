@@ -26,6 +26,7 @@ __all__ = [
     "ExperimentOptions",
     "FinishOptions",
     "KubesanitizeOptions",
+    "LogsOptions",
     "ParallelOptions",
     "PodExecOptions",
     "PodLogGrepOptions",
@@ -101,6 +102,13 @@ class ParallelOptions:
     start_timeout: float = _option(120.0, help="seconds to wait for workers to become ready",
                                    minimum=1, metavar="S")
     citation: bool = _option(False, help="show GNU parallel's citation notice and exit")
+    # A trailing _ because `async` is a Python keyword: the flag is --async, $WOMM_ASYNC.
+    async_: bool = _option(False, help="run the coordinator in the cluster (a Job of the "
+                           "womm-leader ServiceAccount) and return at once; follow with "
+                           "`womm logs ID -f`, collect and clean up with `womm finish ID`")
+    leader_image: str = _option("", help="image of the in-cluster coordinator for --async",
+                                metavar="IMAGE", shown_default="the one `womm cluster-setup "
+                                "--build` recorded in the namespace")
 
 
 SHARE_CHOICES = ("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none")
@@ -174,6 +182,11 @@ class ClusterSetupOptions:
                              "kubeconfig context's, else default)", metavar="NS", short="-n")
     context: str = _option("", help="kubeconfig context (default: the current one)",
                            metavar="NAME")
+    build: bool = _option(False, help="also build the --async leader image (Debian python3 "
+                          "and perl with this womm installed), push it under --prefix and "
+                          "print a ConfigMap that records it for `womm parallel --async`")
+    prefix: str = _option("", help="image name prefix the leader image is pushed under, e.g. "
+                          "127.0.0.1:5000/", metavar="PREFIX")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +194,19 @@ class FinishOptions:
     """Options of ``womm finish``."""
 
     task_id: str = _option(help="the task's ID, as `womm status` shows it", metavar="ID")
+    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
+                             metavar="NS", short="-n")
+    context: str = _option("", help="kubeconfig context (default: the current one)",
+                           metavar="NAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogsOptions:
+    """Options of ``womm logs``."""
+
+    task_id: str = _option(help="the --async task's ID, as `womm status` shows it", metavar="ID")
+    follow: bool = _option(False, help="keep printing the leader's output until it ends",
+                           short="-f")
     namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
                              metavar="NS", short="-n")
     context: str = _option("", help="kubeconfig context (default: the current one)",
@@ -311,12 +337,12 @@ class AdminNodesOptions:
 
 def flag_name(name: str) -> str:
     """``kube_pods`` -> ``--kube-pods``."""
-    return "--" + name.replace("_", "-")
+    return "--" + name.rstrip("_").replace("_", "-")
 
 
 def env_name(name: str) -> str:
     """``kube_pods`` -> ``WOMM_KUBE_PODS``."""
-    return "WOMM_" + name.upper()
+    return "WOMM_" + name.rstrip("_").upper()
 
 
 def _positional(field: dataclasses.Field[Any]) -> bool:

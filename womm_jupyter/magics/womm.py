@@ -175,6 +175,15 @@ class WommMagics(Magics):
         if inputs and has_sources:
             raise UsageError("%%womm_parallel: give the inputs either in the cell body or "
                              "after `:::`, not both (GNU parallel would ignore the cell body)")
+        if options.async_:
+            from ..detached import submit
+
+            data = None if has_sources else "".join(f"{text}\n" for text in inputs).encode()
+            done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data)
+            print(f"womm: task {done.task_id} started in namespace {done.namespace}; follow it "
+                  f"with !womm logs {done.task_id} -f, collect and clean up with "
+                  f"%womm_finish {done.task_id}", file=sys.stderr, flush=True)
+            return None
         try:
             dispatch = Dispatch(options, parallel_words, cwd=Path.cwd(),
                                 emit=lambda event: None, inputs=inputs, capture=True)
@@ -253,6 +262,9 @@ class WommMagics(Magics):
         except HelpShown:
             return None
         options = resolve_usage("womm_finish", explicit)
+        saved = manage.collect(options.task_id, Path.cwd(), **_rest(options, "task_id"))
+        if saved:  # an --async task: its records and output, before they are deleted
+            print(f"womm: task {options.task_id}: records and output saved in {saved}")
         # TaskNotFoundError is a WommError: shown as its message, no stack trace.
         for deleted in manage.finish(options.task_id, **_rest(options, "task_id")):
             print(f"{deleted} deleted")
