@@ -1,0 +1,47 @@
+"""Share method resolution and the upload's file selection (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from womm_jupyter import share
+from womm_jupyter.config import ProjectConfig, save_project
+from womm_jupyter.errors import OptionError
+from womm_jupyter.options import ParallelOptions, SetupOptions, resolve
+
+
+def test_method_numbers_names_and_project_config(tmp_path):
+    assert share.method("", tmp_path) == "none"  # no project: the image's files only
+    save_project(tmp_path, ProjectConfig(project_id="p", image="", share="eager-syncback"))
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    assert share.method("", sub) == "eager-syncback"  # found above, as git finds .git
+    assert share.method("2", sub) == "eager"
+    assert share.method("4", sub) == "none"
+    with pytest.raises(OptionError, match="--share must be one of"):
+        share.method("rsync", sub)
+
+
+def test_share_option_has_the_setup_menu_choices():
+    parallel = ParallelOptions.__dataclass_fields__["share"].metadata["choices"]
+    assert parallel == SetupOptions.__dataclass_fields__["share"].metadata["choices"]
+    with pytest.raises(OptionError, match="--share must be one of"):
+        resolve(ParallelOptions, {"kube_pods": 1, "share": "nfs"}, environ={}, config={})
+    assert resolve(ParallelOptions, {"kube_pods": 1}, environ={"WOMM_SHARE": "3"},
+                   config={}).share == "3"
+
+
+def test_hash_tree_lists_what_the_upload_sends(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "run.log").write_text("x\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".wommignore").write_text("big/\n")
+    (tmp_path / "d" / "big").mkdir()
+    (tmp_path / "d" / "big" / "blob").write_text("b\n")
+    (tmp_path / "d" / "name with spaces").write_text("s\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref\n")
+    hashes = share.hash_tree(tmp_path)
+    assert sorted(hashes) == [".gitignore", "a.txt", "d/.wommignore", "d/name with spaces"]
+    assert hashes["a.txt"] == "87428fc522803d31065e7bce3cf03fe475096631e5e07bbd7a0fde60c4cf25c7"
