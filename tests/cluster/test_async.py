@@ -1,0 +1,165 @@
+"""`womm parallel --async` on the real test cluster, through the installed `womm` CLI: the
+leader image is built locally (`womm cluster-setup --build`), the client exits at once, the
+run completes without it, `womm status` goes RUNNING -> COMPLETE, `womm finish` brings back
+every job's output and leaves nothing of the task behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, utils
+
+pytestmark = pytest.mark.cluster
+
+CPU = "0.2"
+
+
+def _env(cluster) -> dict[str, str]:
+    # crane (to push the leader image) comes with the test cluster's binaries.
+    return dict(os.environ, KUBECONFIG=cluster.kubeconfig,
+                PATH=f"{os.environ['PATH']}:{cluster.bin_dir}")
+
+
+def _womm(cluster, *args: str, cwd: Path, timeout: float = 300,
+          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["womm", *args], text=True, capture_output=True, cwd=cwd,
+                          timeout=timeout, env=_env(cluster), input=stdin)
+
+
+@pytest.fixture(scope="session")
+def leader_setup(cluster, tmp_path_factory) -> list[dict]:
+    """`womm cluster-setup --build` once per session (the root filesystem and the
+    dependencies are cached on disk, so a rebuild only pushes womm's own layer)."""
+    started = time.monotonic()
+    run = _womm(cluster, "cluster-setup", "--build", "--prefix", f"{cluster.registry}/",
+                cwd=tmp_path_factory.mktemp("leader"), timeout=900)
+    assert run.returncode == 0, run.stderr
+    print(f"leader image built and pushed in {time.monotonic() - started:.1f}s")
+    docs = list(yaml.safe_load_all(run.stdout))
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap"]
+    assert docs[-1]["data"]["image"].startswith(f"{cluster.registry}/womm-leader:")
+    return docs
+
+
+def _apply(cluster, docs: list[dict], namespace: str) -> None:
+    for doc in docs:
+        doc["metadata"].pop("namespace", None)
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+    utils.create_from_yaml(cluster.api_client(), yaml_objects=docs, namespace=namespace)
+
+
+def _task_objects(cluster, namespace: str, task_id: str) -> list[str]:
+    api = cluster.api_client()
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    apps, coordination = client.AppsV1Api(api), client.CoordinationV1Api(api)
+    found = []
+    for selector in (f"womm/task={task_id}", f"womm/leader-of={task_id}"):
+        for kind, lister in (("configmap", core.list_namespaced_config_map),
+                             ("pod", core.list_namespaced_pod),
+                             ("job", batch.list_namespaced_job),
+                             ("deployment", apps.list_namespaced_deployment),
+                             ("lease", coordination.list_namespaced_lease)):
+            found += [f"{kind}/{o.metadata.name}" for o in
+                      lister(namespace, label_selector=selector).items]
+    return found
+
+
+def _status_of(cluster, namespace: str, task_id: str, cwd: Path) -> str:
+    run = _womm(cluster, "status", "--namespace", namespace, cwd=cwd, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()[1:]]
+    return next((row[2] for row in rows if row[0] == task_id), "ABSENT")
+
+
+def test_async_run_outlives_the_client_and_finish_collects_everything(
+        cluster, namespace, leader_setup, tmp_path):
+    _apply(cluster, [dict(d) for d in yaml.safe_load_all(yaml.safe_dump_all(leader_setup))],
+           namespace)
+    inputs = "".join(f"{i}\n" for i in range(1, 9))
+    argv = ["womm", "parallel", "--async", "--namespace", namespace, "--image",
+            cluster.base_image, "--kube-pods", "2", "--kube-cpu", CPU, "--kube-mem", "128Mi",
+            "--start-timeout", "120", "--",
+            "echo out {}; echo err {} >&2; sleep 2; test {} != 5"]
+    started = time.monotonic()
+    client_proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                   env=_env(cluster), start_new_session=True)
+    out, err = client_proc.communicate(inputs, timeout=120)
+    client_seconds = time.monotonic() - started
+    # Kill the client's whole session: nothing of it may be needed any more.
+    try:
+        os.killpg(client_proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    assert client_proc.returncode == 0, err
+    task_id = out.strip()
+    assert len(task_id) == 8, out
+    assert f"womm logs {task_id}" in err and f"womm finish {task_id}" in err, err
+    print(f"client returned in {client_seconds:.1f}s")
+
+    seen = []
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        status = _status_of(cluster, namespace, task_id, tmp_path)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status == "COMPLETE":
+            break
+        time.sleep(1)
+    assert seen[0] == "RUNNING" and seen[-1] == "COMPLETE" and set(seen) == {"RUNNING",
+                                                                          "COMPLETE"}, seen
+
+    logs = _womm(cluster, "logs", task_id, "--namespace", namespace, "-f", cwd=tmp_path)
+    assert logs.returncode == 0, logs.stderr
+    for i in range(1, 9):
+        assert f"out {i}\n" in logs.stdout and f"err {i}\n" in logs.stdout, logs.stdout
+
+    done = _womm(cluster, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = tmp_path / f"womm-{task_id}"
+    assert f"saved in {saved}" in done.stderr, done.stderr
+    assert f"configmap/womm-task-{task_id} deleted" in done.stdout, done.stdout
+    records = json.loads((saved / "records.json").read_text())
+    assert sorted(r["seq"] for r in records) == list(range(1, 9))
+    for record in records:
+        value = record["inputs"][0]
+        assert record["stdout"] == f"out {value}\n" and record["stderr"] == f"err {value}\n"
+        assert record["exit_code"] == (1 if value == "5" else 0), record
+        assert record["worker"].startswith(f"womm-task-{task_id}-")
+        assert (saved / "jobs" / f"{record['seq']}.stdout").read_text() == f"out {value}\n"
+    assert json.loads((saved / "result.json").read_text())["exit_code"] == 1  # one job failed
+    assert len((saved / "records.csv").read_text().splitlines()) == 9
+    assert "out 8" in (saved / "leader.log").read_text()
+    assert _task_objects(cluster, namespace, task_id) == []
+    assert _status_of(cluster, namespace, task_id, tmp_path) == "ABSENT"
+
+
+def test_async_refuses_a_lazy_share_and_creates_nothing(cluster, namespace, tmp_path):
+    (tmp_path / ".womm").mkdir()
+    (tmp_path / ".womm" / "config.json").write_text(json.dumps(
+        {"version": 1, "project_id": "k3xq7a2m", "image": cluster.base_image,
+         "share": "lazy"}))
+    run = _womm(cluster, "parallel", "--async", "--namespace", namespace, "--kube-pods", "1",
+                "--", "echo {}", ":::", "a", cwd=tmp_path)
+    assert run.returncode != 0
+    assert "--async cannot be used with a lazy share" in run.stderr, run.stderr
+    api = cluster.api_client()
+    left = client.CoreV1Api(api).list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=womm").items
+    assert left == [] and client.BatchV1Api(api).list_namespaced_job(namespace).items == []
+
+
+def test_async_without_a_leader_image_says_how_to_build_one(cluster, namespace, tmp_path):
+    run = _womm(cluster, "parallel", "--async", "--namespace", namespace, "--image",
+                cluster.base_image, "--kube-pods", "1", "--", "echo {}", ":::", "a",
+                cwd=tmp_path)
+    assert run.returncode != 0
+    assert "womm cluster-setup --build --prefix" in run.stderr, run.stderr
