@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _parallel, manifests
+from . import _parallel, manifests, share
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from .errors import BackendError, ImageError, OptionError, TaskNotFoundError
 from .naming import owner as current_owner
@@ -62,13 +62,6 @@ def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
 
     api, default_namespace = load_config(context)
     return client.CoreV1Api(api), client.BatchV1Api(api), namespace or default_namespace
-
-
-def _share_of(cwd: Path) -> str:
-    from .config import load_project
-
-    found = load_project(cwd)
-    return found[1].share if found else "none"
 
 
 def _leader_image(core: Any, namespace: str, explicit: str) -> str:
@@ -116,10 +109,17 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                                                    and not options.context):
         raise OptionError("--async needs a Kubernetes cluster (the coordinator runs there): "
                           "set KUBECONFIG or --context, or run without --async.")
-    if _share_of(cwd) == "lazy":
+    method = share.method(options.share, cwd)
+    if method == "lazy":
         raise OptionError("--async cannot be used with a lazy share: the workers would read "
-                          "your directory from this machine after you disconnect. Choose an "
-                          "eager share with `womm setup`, or run without --async.")
+                          "your directory from this machine after you disconnect. Run with "
+                          "--share none, or without --async.")
+    if method != "none":
+        # The leader in the cluster does not have your directory to upload from.
+        raise OptionError(f"--async does not support the {method} share yet: the leader in "
+                          "the cluster has no copy of your directory to upload. Run with "
+                          "--share none (the workers see the image's files), or without "
+                          "--async.")
     if options.local_procs:
         raise OptionError("--local-procs cannot be used with --async: the coordinator runs in "
                           "the cluster, not on this machine.")
@@ -150,7 +150,8 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     owner = current_owner()
     name = task_object_name(task_id)
     leader_options = dataclasses.replace(options, async_=False, backend="kubernetes",
-                                         context="", namespace=namespace, leader_image="")
+                                         context="", namespace=namespace, leader_image="",
+                                         share="none")
     spec = {"options": dataclasses.asdict(leader_options), "argv": list(args.argv),
             "cwd": str(cwd.resolve()), "created": time.time()}
     annotations = {"womm/cwd": str(cwd.resolve()), "womm/command": " ".join(args.argv),

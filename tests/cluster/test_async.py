@@ -142,7 +142,7 @@ def test_async_run_outlives_the_client_and_finish_collects_everything(
     assert _status_of(cluster, namespace, task_id, tmp_path) == "ABSENT"
 
 
-def test_async_refuses_a_lazy_share_and_creates_nothing(cluster, namespace, tmp_path):
+def test_async_refuses_lazy_and_eager_shares_and_creates_nothing(cluster, namespace, tmp_path):
     (tmp_path / ".womm").mkdir()
     (tmp_path / ".womm" / "config.json").write_text(json.dumps(
         {"version": 1, "project_id": "k3xq7a2m", "image": cluster.base_image,
@@ -151,6 +151,10 @@ def test_async_refuses_a_lazy_share_and_creates_nothing(cluster, namespace, tmp_
                 "--", "echo {}", ":::", "a", cwd=tmp_path)
     assert run.returncode != 0
     assert "--async cannot be used with a lazy share" in run.stderr, run.stderr
+    run = _womm(cluster, "parallel", "--async", "--namespace", namespace, "--kube-pods", "1",
+                "--share", "eager", "--", "echo {}", ":::", "a", cwd=tmp_path)
+    assert run.returncode != 0
+    assert "--async does not support the eager share yet" in run.stderr, run.stderr
     api = cluster.api_client()
     left = client.CoreV1Api(api).list_namespaced_config_map(
         namespace, label_selector="app.kubernetes.io/managed-by=womm").items
