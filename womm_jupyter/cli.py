@@ -22,6 +22,7 @@ from .options import (
     LogsOptions,
     ParallelOptions,
     SetupOptions,
+    ShellOptions,
     StatusOptions,
     add_arguments,
     resolve,
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Stop a task's coordinator if it still runs and "
                                           "delete its workers and state.")
     add_arguments(finish, FinishOptions)
+    shell = verbs.add_parser(
+        "shell", help="a shell (or one command) in a worker of the project image",
+        allow_abbrev=False, usage="womm shell [options] [-- command ...]",
+        description="Start one worker of the project image (a pod on Kubernetes, a container "
+                    "on Docker) with the working directory as cwd: with no command an "
+                    "interactive terminal (window size follows, Ctrl-C goes to the remote "
+                    "process), with a command its output and exit status. The worker is "
+                    "deleted when the shell ends.")
+    add_arguments(shell, ShellOptions)
     cluster = verbs.add_parser(
         "cluster-setup", aliases=["server-deployment"], allow_abbrev=False,
         help="print the manifests that prepare a namespace for womm",
@@ -213,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] in cli_kuboid.VERBS:
             return cli_kuboid.main(args)
+        if args and args[0] == "shell":
+            cut = args.index("--") if "--" in args else len(args)
+            explicit = vars(build_parser().parse_args(args[:cut]))
+            explicit.pop("verb")
+            from .cli_shell import shell
+
+            return shell(resolve(ShellOptions, explicit), args[cut + 1:] or None)
         if args and args[0] == "parallel":
             split = args.index("--") if "--" in args else None
             womm_args = args[1:split] if split is not None else args[1:]

@@ -28,11 +28,9 @@ def _annotations(plan: LaunchPlan) -> dict[str, str]:
             "womm/host": plan.host, "womm/pid": str(plan.coordinator_pid)}
 
 
-def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
-    """The task's root object: ``womm-task-<id>``, one pod per worker running the agent."""
-    labels = task_labels(plan)
+def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
     resources = {"cpu": f"{plan.options.kube_cpu:g}", "memory": plan.options.kube_mem}
-    container = {
+    return {
         "name": "worker",
         "image": plan.image,
         # The agent travels inline: any image with perl serves, nothing is baked in.
@@ -47,6 +45,12 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
                            "periodSeconds": 1, "failureThreshold": 1},
         "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
     }
+
+
+def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
+    """The task's root object: ``womm-task-<id>``, one pod per worker running the agent."""
+    labels = task_labels(plan)
+    container = _worker_container(plan, agent_source)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -67,15 +71,32 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
     }
 
 
-def lease(plan: LaunchPlan, owner_uid: str, now: str) -> dict[str, Any]:
-    """The coordinator's heartbeat, owned by the Deployment (deleted with it)."""
+def shell_pod(plan: LaunchPlan, name: str, agent_source: str) -> dict[str, Any]:
+    """``womm shell``'s pod: one worker (the agent as main process) to exec the shell into;
+    the task's root object."""
+    container = dict(_worker_container(plan, agent_source), name="shell",
+                     env=[{"name": "HOME", "value": "/tmp"},
+                          {"name": "TERM", "value": "xterm-256color"}])
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {**task_labels(plan), "womm/kind": "shell"},
+                         "annotations": _annotations(plan)},
+            "spec": {"containers": [container], "restartPolicy": "Never",
+                     "volumes": [{"name": "womm-run", "emptyDir": {}}],
+                     "automountServiceAccountToken": False,
+                     "terminationGracePeriodSeconds": 2, "enableServiceLinks": False}}
+
+
+def lease(plan: LaunchPlan, owner_uid: str, now: str, *, kind: str = "Deployment",
+          api_version: str = "apps/v1", name: str = "") -> dict[str, Any]:
+    """The coordinator's heartbeat, owned by the task's root object (deleted with it)."""
+    owner_name = name or task_object_name(plan.task_id)
     name = task_object_name(plan.task_id)
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": name, "labels": task_labels(plan),
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                          "name": name, "uid": owner_uid}]},
+                     "ownerReferences": [{"apiVersion": api_version, "kind": kind,
+                                          "name": owner_name, "uid": owner_uid}]},
         "spec": {"holderIdentity": f"{plan.host}:{plan.coordinator_pid}",
                  "leaseDurationSeconds": 10, "acquireTime": now, "renewTime": now},
     }

@@ -25,13 +25,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import tasks
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from .errors import BackendError, OptionError
 from .naming import new_task_id, owner
-from .options import ShellOptions, parse_memory
+from .options import ShellOptions, parse_memory, resolve
+
+if TYPE_CHECKING:
+    from .backends.kube_shell import KubernetesShell
 
 __all__ = ["SHELL_PREFIX", "ShellSession", "start_shell"]
 
@@ -53,7 +56,7 @@ def _backend_name(options: ShellOptions) -> str:
 
 
 def start_shell(options: ShellOptions, cwd: Path, command: str | None = None,
-                client: Any = None) -> ShellSession:
+                client: Any = None) -> ShellSession | KubernetesShell:
     """Start one worker for ``womm shell`` and return its session at once.
 
     Parameters
@@ -83,8 +86,25 @@ def start_shell(options: ShellOptions, cwd: Path, command: str | None = None,
         from .backends.docker import connect
 
         return ShellSession(client or connect(), options, cwd.resolve(), command)
-    raise BackendError(f"womm shell on the {backend} backend is not available yet: pass "
-                       "--backend docker to open the shell in a local container.")
+    return _kubernetes_shell(options, cwd.resolve(), command)
+
+
+def _kubernetes_shell(options: ShellOptions, cwd: Path, command: str | None) -> KubernetesShell:
+    from .backends.base import LaunchPlan
+    from .backends.kube_shell import KubernetesShell
+    from .backends.kubernetes import KubernetesBackend
+    from .options import ParallelOptions
+
+    backend = KubernetesBackend(options.context, options.namespace)
+    task_id = new_task_id()
+    pod_options = resolve(ParallelOptions, {"kube_pods": 1, "kube_cpu": options.kube_cpu,
+                                            "kube_mem": options.kube_mem, "image": options.image},
+                          config={})
+    plan = LaunchPlan(task_id=task_id, owner=owner(), cwd=cwd, command=command or "womm shell",
+                      options=pod_options, workers=(), shell="/bin/sh",
+                      client_path="", created=time.time(), coordinator_pid=os.getpid(),
+                      host=socket.gethostname(), image=options.image)
+    return KubernetesShell(backend, plan, command, start_timeout=pod_options.start_timeout)
 
 
 class ShellSession:

@@ -255,3 +255,57 @@ def _token_kubeconfig(cluster, namespace: str, account: str, tmp_path: Path) -> 
     path = tmp_path / f"{account}.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def test_shell_command_returns_its_exit_status(cluster, namespace, tmp_path):
+    run = subprocess.run(["womm", "shell", "--backend", "kubernetes", "--namespace", namespace,
+                          "--image", cluster.base_image, "--kube-cpu", CPU, "--",
+                          "sh", "-c", "echo out; pwd; echo err >&2; exit 7"],
+                         text=True, capture_output=True, cwd=tmp_path, env=_env(cluster),
+                         timeout=200)
+    assert run.returncode == 7, run.stderr
+    assert run.stdout == f"out\n{tmp_path}\n"
+    assert run.stderr.endswith("err\n")
+    assert _wait_gone(cluster, namespace, 30) == []
+
+
+def test_interactive_shell_through_a_pty(cluster, namespace, tmp_path):
+    import pexpect
+
+    child = pexpect.spawn("womm", ["shell", "--backend", "kubernetes", "--namespace", namespace,
+                                   "--image", cluster.base_image, "--kube-cpu", CPU],
+                          cwd=str(tmp_path), env=_env(cluster), timeout=120, encoding="utf-8",
+                          dimensions=(30, 100))
+    child.expect(r"[$#] ")
+    child.sendline("echo hello-$((6*7)); stty size")
+    child.expect("hello-42")
+    child.expect("30 100")  # the window size reached the remote terminal
+    child.sendline("sleep 60")
+    time.sleep(1)
+    child.sendcontrol("c")  # goes to the remote process, not to womm
+    child.expect(r"[$#] ")
+    child.sendline("exit 3")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert _wait_gone(cluster, namespace, 30) == []
+
+
+def test_killed_shell_client_is_orphaned_and_finished(cluster, namespace, tmp_path):
+    proc = subprocess.Popen(["womm", "shell", "--backend", "kubernetes", "--namespace",
+                             namespace, "--image", cluster.base_image, "--kube-cpu", CPU, "--",
+                             "sh", "-c", "echo started; sleep 300"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_env(cluster))
+    _await_output(proc)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    status = ""
+    while "ORPHANED" not in status and time.monotonic() < deadline:
+        status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=tmp_path).stdout
+        time.sleep(1)
+    assert "ORPHANED" in status, status
+    task_id = next(line.split()[0] for line in status.splitlines() if "ORPHANED" in line)
+    done = _womm(cluster, namespace, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _wait_gone(cluster, namespace, 30) == []

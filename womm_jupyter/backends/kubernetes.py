@@ -318,21 +318,28 @@ class KubernetesBackend(Backend):
                                                            label_selector=selector).items
         leases = {lease.metadata.name: lease for lease in self.coordination.list_namespaced_lease(
             self.namespace, label_selector=selector).items}
-        rows = []
+        shells = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{selector},womm/kind=shell").items
         now = dt.datetime.now(dt.UTC)
-        for deployment in deployments:
-            meta = deployment.metadata
+
+        def row(meta: Any, ready: int, desired: int) -> TaskInfo:
             notes = meta.annotations or {}
-            lease = leases.get(meta.name)
+            task_id = meta.labels.get(LABEL_TASK, meta.name)
+            lease = leases.get(task_object_name(task_id))
             renewed = lease.spec.renew_time if lease else None
             alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
-            rows.append(TaskInfo(
-                task_id=meta.labels.get(LABEL_TASK, meta.name), backend=self.name,
-                created=meta.creation_timestamp.timestamp(),
+            return TaskInfo(
+                task_id=task_id, backend=self.name, created=meta.creation_timestamp.timestamp(),
                 status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),
-                mem=notes.get("womm/mem", ""), ready=deployment.status.ready_replicas or 0,
-                desired=deployment.spec.replicas or 0, cwd=notes.get("womm/cwd", ""),
-                command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+                mem=notes.get("womm/mem", ""), ready=ready, desired=desired,
+                cwd=notes.get("womm/cwd", ""), command=notes.get("womm/command", ""),
+                owner=meta.labels.get(LABEL_OWNER, ""))
+
+        rows = [row(d.metadata, d.status.ready_replicas or 0, d.spec.replicas or 0)
+                for d in deployments]
+        rows += [row(p.metadata, int(any(c.type == "Ready" and c.status == "True"
+                                         for c in p.status.conditions or [])), 1)
+                 for p in shells]
         return rows
 
     def finish(self, task_id: str) -> list[str]:
@@ -340,12 +347,13 @@ class KubernetesBackend(Backend):
 
         deleted = []
         name = task_object_name(task_id)
-        for kind, delete in (("deployment.apps", self.apps.delete_namespaced_deployment),
-                             ("lease.coordination.k8s.io",
-                              self.coordination.delete_namespaced_lease)):
+        for kind, delete, target in (
+                ("deployment.apps", self.apps.delete_namespaced_deployment, name),
+                ("pod", self.core.delete_namespaced_pod, f"womm-shell-{task_id}"),
+                ("lease.coordination.k8s.io", self.coordination.delete_namespaced_lease, name)):
             try:
-                delete(name, self.namespace, propagation_policy="Background")
-                deleted.append(f"{kind}/{name}")
+                delete(target, self.namespace, propagation_policy="Background")
+                deleted.append(f"{kind}/{target}")
             except ApiException as exc:
                 if exc.status != 404:
                     raise _api_error(exc, f"delete {kind}/{name}", self.namespace) from exc
