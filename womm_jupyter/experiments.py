@@ -22,27 +22,45 @@ polling. A pod that vanishes (deleted, evicted, pre-empted, its node lost) is re
 does not count as a failed attempt. The task file is checked for appended lines once a second.
 
 The core never prints: :class:`Experiment` reports :class:`ExperimentEvent`s (``progress``
-carries a :class:`Progress`) to whoever iterates :meth:`Experiment.events`.
+carries a :class:`Progress`) to whoever iterates :meth:`Experiment.events`, and calls the
+listeners added with :meth:`Experiment.add_listener` (widgets) on its own thread.
+
+In the cluster, an experiment ``<id>`` is a root ConfigMap ``womm-task-<id>`` (label
+``womm/role=experiment``; annotations for `womm status`), a Lease of the same name that the
+running client renews every :data:`HEARTBEAT_SECONDS`, and its pods; the Lease and the pods
+carry an ownerReference to the root, so deleting the root deletes everything. `womm status`
+lists experiments (:func:`tasks`: RUNNING, or ORPHANED once the Lease went stale because the
+client died) and `womm finish ID` (:func:`finish`) deletes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import html
 import os
 import queue
+import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import manifests
-from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
+from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from .errors import ImageError, OptionError, WommError
-from .naming import experiment_pod_name, experiment_task_key, new_task_id, owner
+from .naming import (
+    experiment_pod_name,
+    experiment_task_key,
+    new_task_id,
+    owner,
+    task_object_name,
+)
 from .options import ExperimentOptions
 
-__all__ = ["LABEL_EXPERIMENT_TASK", "Experiment", "ExperimentEvent", "Progress", "TaskOutcome"]
+__all__ = ["HEARTBEAT_SECONDS", "LABEL_EXPERIMENT_TASK", "Experiment", "ExperimentEvent",
+           "Progress", "TaskOutcome", "finish", "tasks"]
 
 LABEL_EXPERIMENT_TASK = "womm/experiment-task"
 LABEL_ATTEMPT = "womm/attempt"
@@ -54,6 +72,9 @@ _VANISHED_REASONS = {"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Termina
                      "Preempting", "DeletionByTaintManager", "UnexpectedAdmissionError"}
 _LOG_TAIL_LINES = 40
 _FILE_CHECK_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0
+_STALE_LEASE = 10.0  # a Lease not renewed for this long: the client is gone (ORPHANED)
+ROLE_EXPERIMENT = "experiment"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +124,8 @@ class TaskOutcome:
     oom_killed: bool = False  # the last failure was an OOM kill
     rescheduled: int = 0
     skipped: bool = False  # its log was there before the experiment started it
+    last_pod: str = ""  # the latest attempt's pod (kept after it was deleted)
+    log: str = ""  # path of its log once it completed
 
 
 _FINISHED = ExperimentEvent("finished")
@@ -122,9 +145,12 @@ class Experiment:
     lines:
         the task lines when ``options.task_file`` is empty (e.g. ``sys.stdin``); read on a
         thread of their own as they come.
+    source:
+        what ``lines`` are, for messages (e.g. "the cell").
     """
 
-    def __init__(self, options: ExperimentOptions, lines: Iterable[str] | None = None) -> None:
+    def __init__(self, options: ExperimentOptions, lines: Iterable[str] | None = None, *,
+                 source: str = "standard input") -> None:
         from kubernetes import client
 
         from .backends.kubernetes import load_config
@@ -153,6 +179,7 @@ class Experiment:
         self.error: BaseException | None = None
         self.progress = Progress()
         self._lines = lines
+        self._source = source
         self._input_done = lines is None  # a file has no end; a stream ends at EOF
         self._file_offset = 0
         self._file_lines = 0
@@ -162,6 +189,9 @@ class Experiment:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._waiting_reported: set[str] = set()
+        self._listeners: list[Callable[[ExperimentEvent], None]] = []
+        self._root_uid = ""
+        self.finished_elsewhere = False  # `womm finish ID` deleted it while it ran
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"womm-experiment-{self.id}")
         self._thread.start()
@@ -174,6 +204,63 @@ class Experiment:
             if event is _FINISHED:
                 return
             yield event
+
+    def add_listener(self, listener: Callable[[ExperimentEvent], None]) -> None:
+        """Call ``listener(event)`` on the experiment's thread for each event from now on
+        (and ``ExperimentEvent("finished")`` at the end). Widgets use it; it must be quick."""
+        self._listeners.append(listener)
+
+    def snapshot(self) -> list[TaskOutcome]:
+        """Copies of the tasks as they are now, in line order (safe from any thread)."""
+        while True:
+            try:
+                items = sorted(self.tasks.items())
+                return [dataclasses.replace(task, failures=list(task.failures))
+                        for _, task in items]
+            except RuntimeError:  # the dict changed size while it was read: read again
+                continue
+
+    def done(self) -> bool:
+        """Whether the experiment has ended (and cleaned up)."""
+        return self._done.is_set()
+
+    @property
+    def df(self) -> Any:
+        """A pandas DataFrame, one row per task line: ``line`` (the number in the task list),
+        ``command``, ``pod`` (the latest attempt's), ``state``, ``attempts``, ``log`` (the
+        log's path once the task completed, else "")."""
+        import pandas as pd
+
+        columns = ["line", "command", "pod", "state", "attempts", "log"]
+        rows = [(task.index, task.command, task.last_pod or task.pod, task.status,
+                 task.attempts, task.log) for task in self.snapshot()]
+        return pd.DataFrame(rows, columns=columns)
+
+    def widget(self) -> Any:
+        """A live table of the tasks and the progress line (ipywidgets)."""
+        from .widgets.experiment import ExperimentView
+
+        return ExperimentView(self)
+
+    def table_html(self) -> str:
+        """The tasks as an HTML table: line, command, pod, state, attempts."""
+        head = "".join(f"<th style='text-align:left'>{name}</th>"
+                       for name in ("line", "command", "pod", "state", "attempts"))
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(cell))}</td>"
+                             for cell in (task.index, task.command, task.last_pod or task.pod,
+                                          task.status, task.attempts)) + "</tr>"
+            for task in self.snapshot())
+        return (f"<table class='womm-experiment'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+    def _repr_html_(self) -> str:
+        return (f"<p>experiment {html.escape(self.id)} ({html.escape(self.status)}): "
+                f"{html.escape(self.progress.line())}; logs in "
+                f"{html.escape(str(self.log_dir))}</p>" + self.table_html())
+
+    def __repr__(self) -> str:
+        return f"<Experiment {self.id} {self.status}: {self.progress.line()}>"
 
     def cancel(self) -> None:
         """Stop: delete every pod of this experiment; logs already saved stay."""
@@ -198,7 +285,16 @@ class Experiment:
 
     # -- the experiment's thread ------------------------------------------------------------
     def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
-        self._events.put(ExperimentEvent(kind, text, data))
+        event = ExperimentEvent(kind, text, data)
+        self._events.put(event)
+        self._notify(event)
+
+    def _notify(self, event: ExperimentEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a face's bug must not stop the experiment (or its cleanup)
+                pass
 
     def _main(self) -> None:
         try:
@@ -216,12 +312,14 @@ class Experiment:
                 self.error = self.error or exc
             self._done.set()
             self._events.put(_FINISHED)
+            self._notify(_FINISHED)
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
         from .backends.kubernetes import _api_error
 
+        self._create_root()
         try:
             listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
         except ApiException as exc:
@@ -231,7 +329,7 @@ class Experiment:
         if self._lines is not None:
             threading.Thread(target=self._read_lines, daemon=True,
                              name=f"womm-experiment-input-{self.id}").start()
-        source = str(self._task_file) if self._task_file else "standard input"
+        source = str(self._task_file) if self._task_file else self._source
         self._emit("started", f"experiment {self.id}: tasks from {source}, logs in "
                               f"{self.log_dir}, pods in namespace {self.namespace}")
         self._read_file(final=False)
@@ -257,6 +355,50 @@ class Experiment:
             if time.monotonic() - last_check >= _FILE_CHECK_SECONDS:
                 last_check = time.monotonic()
                 self._read_file(final=False)
+
+    def _create_root(self) -> None:
+        """The root ConfigMap and the heartbeat Lease (owned by it); start the heartbeat."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        from .backends.kubernetes import _api_error
+
+        source = self.options.task_file or self._source
+        annotations = {"womm/command": f"experiment -i {self.options.image} ({source})",
+                       "womm/cwd": os.getcwd(), "womm/cpu": f"{self.options.kube_cpu:g}",
+                       "womm/mem": self.options.kube_mem,
+                       "womm/log-dir": str(self.log_dir.resolve()),
+                       "womm/host": socket.gethostname(), "womm/pid": str(os.getpid())}
+        coordination = client.CoordinationV1Api(self.core.api_client)
+        try:
+            root = self.core.create_namespaced_config_map(self.namespace, manifests.experiment_root(
+                task_id=self.id, owner=self.owner, annotations=annotations))
+            self._root_uid = root.metadata.uid
+            coordination.create_namespaced_lease(self.namespace, manifests.experiment_lease(
+                task_id=self.id, owner=self.owner, root_uid=self._root_uid,
+                holder=f"{socket.gethostname()}:{os.getpid()}", now=_now()))
+        except ApiException as exc:
+            raise _api_error(exc, f"create the root of experiment {self.id}",
+                             self.namespace) from exc
+        threading.Thread(target=self._heartbeat, args=(coordination,), daemon=True,
+                         name=f"womm-experiment-heartbeat-{self.id}").start()
+
+    def _heartbeat(self, coordination: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        name = task_object_name(self.id)
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                coordination.patch_namespaced_lease(name, self.namespace,
+                                                    {"spec": {"renewTime": _now()}})
+            except ApiException as exc:
+                if exc.status == 404 and not self._stop.is_set():
+                    # `womm finish ID` from elsewhere deleted the experiment: stop with it.
+                    self.finished_elsewhere = True
+                    self.cancel()
+                    return
+            except Exception:  # a missed beat is not fatal; the next one may pass
+                continue
 
     def _finished(self) -> bool:
         return self._input_done and all(task.status in ("done", "failed")
@@ -319,6 +461,7 @@ class Experiment:
         task = TaskOutcome(index=index, command=command, key=experiment_task_key(index, command))
         if self._log_path(task).exists():
             task.status, task.skipped = "done", True
+            task.log = str(self._log_path(task))
         self.tasks[index] = task
 
     def _log_path(self, task: TaskOutcome) -> Path:
@@ -335,6 +478,7 @@ class Experiment:
                 return
             if self._log_path(task).exists():  # another run of this experiment finished it
                 task.status, task.skipped = "done", True
+                task.log = str(self._log_path(task))
                 continue
             self._create_pod(task)
             active += 1
@@ -352,12 +496,13 @@ class Experiment:
         body = manifests.experiment_pod(
             name=name, image=self.options.image, command=task.command, labels=labels,
             annotations=annotations, cpu=f"{self.options.kube_cpu:g}",
-            memory=self.options.kube_mem)
+            memory=self.options.kube_mem,
+            root=(task_object_name(self.id), self._root_uid) if self._root_uid else None)
         try:
             self.core.create_namespaced_pod(self.namespace, body)
         except ApiException as exc:
             raise _api_error(exc, f"create pod {name}", self.namespace) from exc
-        task.pod, task.status = name, "pending"
+        task.pod, task.last_pod, task.status = name, name, "pending"
         task.attempts += 1
 
     def _watch(self, resource_version: str) -> None:
@@ -460,7 +605,7 @@ class Experiment:
         temporary.write_bytes(log)
         os.replace(temporary, path)  # a log is either complete or absent
         (self.log_dir / f"{task.key}.failed").unlink(missing_ok=True)
-        task.status, task.pod = "done", ""
+        task.status, task.pod, task.log = "done", "", str(path)
         self._delete_pod(pod.metadata.name)
         self._emit("completed", f"{task.key}: completed ({pod.metadata.name})", task)
 
@@ -545,6 +690,132 @@ class Experiment:
         except ApiException as exc:
             raise _api_error(exc, f"delete the pods of experiment {self.id}",
                              self.namespace) from exc
+        if self._root_uid and not self.finished_elsewhere:
+            # The root last: deleting it also removes the Lease (and any pod created since).
+            _delete_root(self.core, self.id, self.namespace)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _selector(task_id: str = "", owner_name: str = "", role: bool = False) -> str:
+    from .manifests import LABEL_ROLE
+
+    parts = [f"{MANAGED_BY}=womm"]
+    if task_id:
+        parts.append(f"{LABEL_TASK}={task_id}")
+    if owner_name:
+        parts.append(f"{LABEL_OWNER}={owner_name}")
+    if role:
+        parts.append(f"{LABEL_ROLE}={ROLE_EXPERIMENT}")
+    return ",".join(parts)
+
+
+def _delete_root(core: Any, task_id: str, namespace: str) -> list[str]:
+    """Delete an experiment's Lease and root ConfigMap (its pods go with the root)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    coordination = client.CoordinationV1Api(core.api_client)
+    name = task_object_name(task_id)
+    deleted = []
+    for kind, delete in (("lease.coordination.k8s.io", coordination.delete_namespaced_lease),
+                         ("configmap", core.delete_namespaced_config_map)):
+        try:
+            delete(name, namespace, propagation_policy="Background")
+            deleted.append(f"{kind}/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return deleted
+
+
+def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
+    from kubernetes import client
+
+    from .backends.kubernetes import load_config
+
+    api, default_namespace = load_config(context)
+    return (client.CoreV1Api(api), client.CoordinationV1Api(api),
+            namespace or default_namespace)
+
+
+def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
+    """Experiments in the namespace, for `womm status`: RUNNING while their client renews
+    their Lease, ORPHANED once it stopped (the client died: `womm finish ID` cleans up).
+    HEALTH counts running pods out of the experiment's live pods."""
+    core, coordination, namespace = _clients(context, namespace)
+    owner_name = "" if all_owners else owner()
+    selector = _selector(owner_name=owner_name, role=True)
+    roots = core.list_namespaced_config_map(namespace, label_selector=selector).items
+    if not roots:
+        return []
+    leases = {lease.metadata.name: lease for lease in coordination.list_namespaced_lease(
+        namespace, label_selector=selector).items}
+    pods: dict[str, list[Any]] = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=_selector(
+            owner_name=owner_name)).items:
+        if pod.metadata.deletion_timestamp is None:
+            pods.setdefault((pod.metadata.labels or {}).get(LABEL_TASK, ""), []).append(pod)
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for root in roots:
+        meta = root.metadata
+        task_id = meta.labels.get(LABEL_TASK, "")
+        notes = meta.annotations or {}
+        lease = leases.get(meta.name)
+        renewed = lease.spec.renew_time if lease is not None else None
+        alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
+        mine = pods.get(task_id, [])
+        rows.append(TaskInfo(
+            task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
+            status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),
+            mem=notes.get("womm/mem", ""),
+            ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
+            desired=len(mine), cwd=notes.get("womm/cwd", ""),
+            command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+    return rows
+
+
+def finish(task_id: str, *, context: str = "", namespace: str = "",
+           wait: float = 60.0) -> list[str]:
+    """Delete every object of experiment ``task_id`` (pods, Lease, root ConfigMap) and wait
+    until none is left; returns what was deleted ([] when it is no experiment). A client
+    still running it notices its Lease is gone and stops."""
+    from kubernetes.client.exceptions import ApiException
+
+    core, _, namespace = _clients(context, namespace)
+    try:
+        root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            root = None
+        else:
+            raise
+    selector = _selector(task_id=task_id)
+    if root is not None and (root.metadata.labels or {}).get(
+            "womm/role") != ROLE_EXPERIMENT:
+        return []  # another kind of task (--async) with the same name scheme
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    if root is None and not pods:
+        return []
+    deleted = _delete_root(core, task_id, namespace)
+    deadline = time.monotonic() + wait
+    while True:  # the garbage collector works asynchronously: see it through
+        left = [pod.metadata.name for pod in
+                core.list_namespaced_pod(namespace, label_selector=selector).items]
+        for name in left:
+            try:
+                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+                if f"pod/{name}" not in deleted:
+                    deleted.append(f"pod/{name}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if not left or time.monotonic() > deadline:
+            return deleted
+        time.sleep(0.5)
 
 
 def _terminated(pod: Any) -> Any:

@@ -40,6 +40,9 @@ def status(all_owners: bool = False, *, context: str = "",
         found = detached.tasks(all_owners, context=context, namespace=namespace)
         ids = {row.task_id for row in found}  # their workers' Deployment is the same task
         rows = [row for row in rows if row.task_id not in ids] + found
+        from . import experiments
+
+        rows += experiments.tasks(all_owners, context=context, namespace=namespace)
     return sorted(rows, key=lambda row: row.created)
 
 
@@ -77,6 +80,9 @@ def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]
         from . import detached
 
         deleted += detached.finish(task_id, context=context, namespace=namespace)
+        from . import experiments
+
+        deleted += experiments.finish(task_id, context=context, namespace=namespace)
     deleted += [name for backend in _backends(context, namespace)
                 for name in backend.finish(task_id) if name not in deleted]
     if not deleted and meta is None:

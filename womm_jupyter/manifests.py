@@ -11,7 +11,8 @@ from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
 from .naming import task_object_name
 
 __all__ = ["LEADER", "ROLE_RULES", "cluster_setup", "detached_part", "detached_root",
-           "experiment_pod", "leader_image_record", "leader_job", "lease", "namespace_access",
+           "experiment_lease", "experiment_pod", "experiment_root",
+           "leader_image_record", "leader_job", "lease", "namespace_access",
            "task_labels", "worker_deployment"]
 
 LEADER = "womm-leader"
@@ -149,14 +150,20 @@ def cluster_setup(namespace: str | None = None) -> list[dict[str, Any]]:
 
 
 def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str],
-                   annotations: dict[str, str], cpu: str, memory: str) -> dict[str, Any]:
+                   annotations: dict[str, str], cpu: str, memory: str,
+                   root: tuple[str, str] | None = None) -> dict[str, Any]:
     """One task of an experiment: ``sh -c COMMAND`` in ``image``, run once (never restarted
-    by the kubelet: the experiment decides about retries)."""
+    by the kubelet: the experiment decides about retries). ``root`` is the experiment's root
+    ConfigMap (name, uid): the pod is owned by it, so deleting the root deletes the pod."""
     resources = {"cpu": cpu, "memory": memory}
+    metadata: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
+    if root is not None:
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
+                                        "name": root[0], "uid": root[1]}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "metadata": metadata,
         "spec": {
             "restartPolicy": "Never",
             "containers": [{
@@ -172,6 +179,32 @@ def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str
             "terminationGracePeriodSeconds": 2,
         },
     }
+
+
+def experiment_root(*, task_id: str, owner: str,
+                    annotations: dict[str, str]) -> dict[str, Any]:
+    """The root of an experiment: ConfigMap ``womm-task-<id>`` (label ``womm/role=experiment``)
+    that its pods and its Lease are owned by; `womm finish ID` deletes it and so them."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": task_object_name(task_id),
+                         "labels": {MANAGED_BY: "womm", LABEL_TASK: task_id,
+                                    LABEL_OWNER: owner, LABEL_ROLE: "experiment"},
+                         "annotations": annotations}}
+
+
+def experiment_lease(*, task_id: str, owner: str, root_uid: str, holder: str,
+                     now: str) -> dict[str, Any]:
+    """An experiment's heartbeat: Lease ``womm-task-<id>`` renewed by the running client,
+    owned by the experiment's root ConfigMap."""
+    name = task_object_name(task_id)
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name,
+                         "labels": {MANAGED_BY: "womm", LABEL_TASK: task_id,
+                                    LABEL_OWNER: owner, LABEL_ROLE: "experiment"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                              "name": name, "uid": root_uid}]},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 10,
+                     "acquireTime": now, "renewTime": now}}
 
 
 # --async ------------------------------------------------------------------------------------

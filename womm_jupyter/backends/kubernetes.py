@@ -63,11 +63,14 @@ def load_config(context: str = "") -> tuple[Any, str]:
             config.load_incluster_config()
             namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
             return client.ApiClient(), namespace.read_text().strip() or "default"
-        config.load_kube_config(context=context or None)
-        _, active = config.list_kube_config_contexts()
+        # KUBECONFIG as it is now: the client reads it once, at import, so a kernel whose
+        # user set os.environ["KUBECONFIG"] later would get the old one.
+        files = os.environ.get("KUBECONFIG") or None
+        config.load_kube_config(config_file=files, context=context or None)
+        _, active = config.list_kube_config_contexts(config_file=files)
         chosen = active
         if context:
-            contexts, _ = config.list_kube_config_contexts()
+            contexts, _ = config.list_kube_config_contexts(config_file=files)
             chosen = next(c for c in contexts if c["name"] == context)
         return client.ApiClient(), chosen.get("context", {}).get("namespace") or "default"
     except Exception as exc:  # the loader raises ConfigException, StopIteration, OSError...

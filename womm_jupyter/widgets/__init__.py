@@ -4,6 +4,7 @@ out its view with :meth:`Run.widget`."""
 
 from __future__ import annotations
 
+from .experiment import ExperimentView
 from .progress import ProgressView
 
-__all__ = ["ProgressView"]
+__all__ = ["ExperimentView", "ProgressView"]
