@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster-setup", aliases=["server-deployment"], allow_abbrev=False,
         help="print the manifests that prepare a namespace for womm",
         description="Print the leader ServiceAccount and a Role + RoleBinding with exactly the "
-                    "verbs womm uses (nothing cluster-wide), for an admin to apply: "
-                    "`womm cluster-setup | kubectl apply -f -`.")
+                    "verbs womm uses (nothing cluster-wide), and the file server (an "
+                    "unprivileged Deployment + Service + NetworkPolicy, storage an emptyDir or "
+                    "a PVC), for an admin to apply: `womm cluster-setup | kubectl apply -f -`.")
     add_arguments(cluster, ClusterSetupOptions)
     logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
                             description="Print the output of an --async task's leader (GNU "
@@ -193,7 +194,21 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
 
     from .manifests import leader_image_record
 
-    docs = manage.cluster_setup(options.context, options.namespace)
+    fsserver_image = options.fsserver_image
+    if options.build and not fsserver_image:
+        from .fileserver import build_fsserver_image
+
+        fsserver_image = build_fsserver_image(options.prefix, progress=lambda text: print(
+            text, file=sys.stderr, flush=True))
+        print(f"womm: file server image {fsserver_image} pushed", file=sys.stderr)
+    if not fsserver_image:
+        from .fileserver import default_image
+
+        fsserver_image = default_image(options.prefix)
+    docs = manage.cluster_setup(options.context, options.namespace,
+                                fsserver_image=fsserver_image,
+                                storage_class=options.storage_class,
+                                storage_size=options.storage_size)
     if options.build:
         from .leader_image import build_leader_image
 

@@ -55,8 +55,10 @@ def collect(task_id: str, into: Path, *, context: str = "", namespace: str = "")
     return detached.download(task_id, into, context=context, namespace=namespace)
 
 
-def cluster_setup(context: str = "", namespace: str = "") -> list[dict[str, Any]]:
-    """The manifests an admin applies once per namespace (`womm cluster-setup`)."""
+def cluster_setup(context: str = "", namespace: str = "",
+                  **fsserver: str) -> list[dict[str, Any]]:
+    """The manifests an admin applies once per namespace (`womm cluster-setup`); ``fsserver``:
+    :func:`manifests.cluster_setup`'s file-server arguments."""
     if not namespace:
         try:
             from .backends.kubernetes import load_config
@@ -64,7 +66,7 @@ def cluster_setup(context: str = "", namespace: str = "") -> list[dict[str, Any]
             namespace = load_config(context)[1]
         except MissingToolError:
             namespace = "default"
-    return manifests.cluster_setup(namespace)
+    return manifests.cluster_setup(namespace, **fsserver)
 
 
 def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]:

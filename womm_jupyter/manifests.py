@@ -143,10 +143,18 @@ def namespace_access(name: str, namespace: str | None = None) -> list[dict[str, 
     ]
 
 
-def cluster_setup(namespace: str | None = None) -> list[dict[str, Any]]:
+def cluster_setup(namespace: str | None = None, *, fsserver_image: str = "",
+                  storage_class: str = "", storage_size: str = "10Gi") -> list[dict[str, Any]]:
     """What an admin applies once per namespace: the leader ServiceAccount and a Role with
-    exactly the verbs womm uses, nothing cluster-wide."""
-    return namespace_access(LEADER, namespace)
+    exactly the verbs womm uses, nothing cluster-wide; with ``fsserver_image``, the file
+    server's Deployment, Service and NetworkPolicy (and PVC with ``storage_class``)."""
+    docs = namespace_access(LEADER, namespace)
+    if fsserver_image:
+        from .fileserver import fsserver_objects
+
+        docs += fsserver_objects(fsserver_image, namespace, storage_class=storage_class,
+                                 storage_size=storage_size)
+    return docs
 
 
 def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str],

@@ -183,10 +183,17 @@ class ClusterSetupOptions:
     context: str = _option("", help="kubeconfig context (default: the current one)",
                            metavar="NAME")
     build: bool = _option(False, help="also build the --async leader image (Debian python3 "
-                          "and perl with this womm installed), push it under --prefix and "
-                          "print a ConfigMap that records it for `womm parallel --async`")
+                          "and perl with this womm installed) and the file server image "
+                          "(fsserver/), push them under --prefix and print a ConfigMap that "
+                          "records the leader's for `womm parallel --async`")
     prefix: str = _option("", help="image name prefix the leader image is pushed under, e.g. "
                           "127.0.0.1:5000/", metavar="PREFIX")
+    fsserver_image: str = _option("", help="the file server's image (default: the one --build "
+                                  "pushes, else PREFIXwomm-fsserver:latest)", metavar="IMAGE")
+    storage_class: str = _option("", help="keep the file server's files on a PVC of this "
+                                 "storage class (default: an emptyDir, lost with its pod)",
+                                 metavar="NAME")
+    storage_size: str = _option("10Gi", help="size of that PVC", metavar="SIZE")
 
 
 @dataclasses.dataclass(frozen=True)
