@@ -19,6 +19,9 @@ for my $fh (\*STDIN, \*STDOUT) {
     my $flags = fcntl($fh, F_GETFL, 0);
     fcntl($fh, F_SETFL, $flags & ~O_NONBLOCK) if $flags;
 }
+# A job that ends before its client's last frames arrive (stdin EOF after `true` exited)
+# has closed its agent socket: writing there must fail softly, not kill every channel.
+$SIG{PIPE} = 'IGNORE';
 my %chan;     # id -> socket
 my %id_of;    # fileno -> id
 my ($inbuf, $eof) = ('', 0);
