@@ -312,7 +312,12 @@ class Dispatch:
             return "none"
         if method == "lazy":
             raise ShareError("lazy shares are not available on Kubernetes in this version: "
-                             "run with --share eager (or eager-syncback), or --share none.")
+                             "a lazy share mounts your directory in each worker with sshfs "
+                             "(FUSE), and an unprivileged pod cannot open /dev/fuse (containerd "
+                             "allows only its default devices, even with CAP_SYS_ADMIN and a "
+                             "hostPath /dev/fuse: 'fuse: failed to open /dev/fuse: Operation "
+                             "not permitted'; see README). Run with --share eager (or "
+                             "eager-syncback), or --share none.")
         return method
 
     def _upload(self, backend: Backend, record_hashes: bool, pod: str) -> None:

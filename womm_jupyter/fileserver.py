@@ -26,7 +26,7 @@ __all__ = ["EXPORT", "FSSERVER", "NFS_PORT", "UID", "build_fsserver_image", "def
 FSSERVER = "womm-fsserver"
 EXPORT = "/export"
 NFS_PORT = 2049
-UID = 65532  # no user of the image: files belong to a number, never to root
+UID = 65534  # nobody: never root, and sftp-server needs a passwd entry for its uid
 ROLE = "womm/component"
 
 
