@@ -126,3 +126,43 @@ def test_help_is_the_docstring(ip, capsys):
                  "--kube-cpu", "--kube-mem", "--namespace", "--context", "-o NAME"):
         assert flag in out
     assert "Examples" in ip.find_line_magic("womm_experiment").__doc__
+
+
+def test_kernel_interrupt_cancels_the_experiment_and_keeps_finished_logs(
+        cluster, namespace, tmp_path, monkeypatch):
+    import json
+
+    import nbclient
+    import nbformat
+
+    for name in [n for n in os.environ if n.startswith("WOMM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)  # the kernel inherits it
+    new = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        new("%load_ext womm_jupyter"),
+        new(f"%%womm_experiment {_line(cluster, namespace, '-l', 'logs', '-o', 'e')}\n"
+            "echo quick\nsleep 300\nsleep 301"),
+        new("import json\nprint('WOMM-CHECK ' + json.dumps({'id': e.id, 'status': e.status, "
+            "'rows': e.df.to_dict('records')}))"),
+    ])
+    # nbclient interrupts the kernel when a cell outlasts its timeout: the quick task is done
+    # by then, the two others sleep.
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=60, interrupt_on_timeout=True,
+                            allow_errors=True,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    cell = nb.cells[1]
+    assert [o.ename for o in cell.outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
+    text = "".join(o["text"] for o in nb.cells[2].outputs if o.output_type == "stream")
+    assert text.startswith("WOMM-CHECK "), text
+    payload = json.loads(text[len("WOMM-CHECK "):])
+    assert payload["status"] == "cancelled"
+    states = [row["state"] for row in payload["rows"]]
+    assert states[0] == "done" and "done" not in states[1:]
+    assert (tmp_path / payload["rows"][0]["log"]).read_text() == "quick\n"
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
+        os.path.basename(payload["rows"][0]["log"])]
+    err = "".join(o["text"] for o in cell.outputs
+                  if o.output_type == "stream" and o.name == "stderr")
+    assert f"experiment {payload['id']} cancelled; its pods were deleted" in err
+    assert _left(cluster, namespace, payload["id"]) == []
