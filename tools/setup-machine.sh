@@ -9,7 +9,8 @@ log=${WOMM_LOG_DIR:-/var/log/womm}
 mkdir -p "$log"
 
 need=()
-for tool in perl:perl dockerd:docker.io mmdebstrap:mmdebstrap rsync:rsync docker-registry:docker-registry; do
+for tool in perl:perl dockerd:docker.io mmdebstrap:mmdebstrap rsync:rsync docker-registry:docker-registry \
+            chromium:chromium sshfs:sshfs /usr/lib/openssh/sftp-server:openssh-sftp-server; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
