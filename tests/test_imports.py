@@ -18,6 +18,8 @@ JUPYTER = ("IPython", "ipywidgets", "ipykernel", "traitlets", "anywidget", "jupy
 def _modules():
     """(dotted name, path) of every module of the package."""
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in ("_vendor", "_fsserver"):
+            continue  # shipped files, not modules of the package (fsserver imports none)
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]

@@ -16,9 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("IPython")
-
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
@@ -34,7 +32,8 @@ IMAGE = os.environ.get("WOMM_TEST_IMAGE", "womm-base:bookworm")
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    # start_ipython() returns None once another module of the session has started it.
+    ip = start_ipython() or get_ipython()
     ip.run_line_magic("load_ext", "womm_jupyter")
     return ip
 

@@ -7,10 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 # These need the test cluster: tests/cluster/test_cluster_notebooks.py executes them.
 CLUSTER_NOTEBOOKS = {"cluster.ipynb", "experiments.ipynb"}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import ipywidgets
 import pytest
 
-ipywidgets = pytest.importorskip("ipywidgets")
-
-import womm_jupyter  # noqa: E402
-from womm_jupyter.dispatch import Event, Progress  # noqa: E402
-from womm_jupyter.widgets import ProgressView  # noqa: E402
+import womm_jupyter
+from womm_jupyter.dispatch import Event, Progress
+from womm_jupyter.widgets import ProgressView
 
 
 class _FakeRun:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 from kubernetes import client
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    # start_ipython() returns None once another module of the session has started it.
+    ip = start_ipython() or get_ipython()
     ip.run_line_magic("load_ext", "womm_jupyter")
     return ip
 
