@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from ..errors import OptionError
 from ..options import (
     FinishOptions,
+    LogsOptions,
     ParallelOptions,
     SetupOptions,
     ShellOptions,
@@ -75,6 +76,11 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
         prog="%womm_finish",
         description="Stop a task's coordinator if it still runs and delete its workers and "
                     "state, as `womm finish ID`.")),
+    "womm_logs": (LogsOptions, dict(
+        prog="%womm_logs",
+        description="The leader's output of an --async task (GNU parallel's stdout and "
+                    "stderr, womm's messages), as `womm logs ID`; with -f, streamed into the "
+                    "cell until the leader ends (interrupt the kernel to stop following).")),
     "womm_setup": (SetupOptions, dict(
         prog="%womm_setup",
         description="Build the project's worker image, as `womm setup`. Without arguments: a "
@@ -94,7 +100,7 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
 
 def build_parser(verb: str) -> MagicParser:
     """The parser of magic ``verb`` (``womm_parallel``, ``womm_status``, ``womm_finish``,
-    ``womm_setup``, ``womm_shell``)."""
+    ``womm_logs``, ``womm_setup``, ``womm_shell``)."""
     options, settings = _VERBS[verb]
     parser = MagicParser(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                          **settings)

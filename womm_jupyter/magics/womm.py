@@ -1,5 +1,5 @@
 """The womm magics: ``%%womm_parallel`` (cell or line), ``%womm_status``, ``%womm_finish``,
-``%womm_setup``, ``%womm_shell``.
+``%womm_logs``, ``%womm_setup``, ``%womm_shell``.
 
 Each equals ``womm <verb>`` with the same flags. ``%%womm_parallel`` blocks the cell like a
 command in a terminal: it drains the run's events on the cell's own thread and writes job
@@ -181,7 +181,7 @@ class WommMagics(Magics):
             data = None if has_sources else "".join(f"{text}\n" for text in inputs).encode()
             done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data)
             print(f"womm: task {done.task_id} started in namespace {done.namespace}; follow it "
-                  f"with !womm logs {done.task_id} -f, collect and clean up with "
+                  f"with %womm_logs {done.task_id} -f, collect and clean up with "
                   f"%womm_finish {done.task_id}", file=sys.stderr, flush=True)
             return None
         try:
@@ -268,6 +268,38 @@ class WommMagics(Magics):
         # TaskNotFoundError is a WommError: shown as its message, no stack trace.
         for deleted in manage.finish(options.task_id, **_rest(options, "task_id")):
             print(f"{deleted} deleted")
+        return None
+
+    @no_var_expand  # type: ignore[untyped-decorator]
+    @line_magic  # type: ignore[untyped-decorator]
+    @_with_help("womm_logs", """
+    %womm_logs k3xq9m2a
+    %womm_logs k3xq9m2a -f
+""")
+    def womm_logs(self, line: str) -> None:
+        from ..detached import logs
+
+        words, rest = split_line(line)
+        if rest is not None:
+            words = [*words, "--", *rest]
+        try:
+            explicit, _ = parse("womm_logs", words)
+        except HelpShown:
+            return None
+        options = resolve_usage("womm_logs", explicit)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # TaskNotFoundError/BackendError are WommErrors: shown as their message. An interrupt
+        # stops following; closing the stream releases the connection.
+        chunks = logs(options.task_id, options.follow, context=options.context,
+                      namespace=options.namespace)
+        try:
+            for chunk in chunks:
+                sys.stdout.write(decoder.decode(chunk))
+                sys.stdout.flush()
+            sys.stdout.write(decoder.decode(b"", final=True))
+            sys.stdout.flush()
+        finally:
+            getattr(chunks, "close", lambda: None)()  # a generator: release its connection
         return None
 
     @no_var_expand  # type: ignore[untyped-decorator]
