@@ -24,7 +24,14 @@ import womm_jupyter
 from womm_jupyter import cli
 from womm_jupyter.magics import parsing
 from womm_jupyter.magics.render import TaskTable
-from womm_jupyter.options import FinishOptions, ParallelOptions, StatusOptions
+from womm_jupyter.options import (
+    FinishOptions,
+    LogsOptions,
+    ParallelOptions,
+    SetupOptions,
+    ShellOptions,
+    StatusOptions,
+)
 
 PACKAGE = Path(womm_jupyter.__file__).resolve().parent
 IMAGE = os.environ.get("WOMM_TEST_IMAGE", "womm-base:bookworm")
@@ -73,7 +80,10 @@ def _sample(field: dataclasses.Field) -> list[str]:
 
 _FIELDS = [(verb, cls, field) for verb, cls in (("parallel", ParallelOptions),
                                                 ("status", StatusOptions),
-                                                ("finish", FinishOptions))
+                                                ("finish", FinishOptions),
+                                                ("logs", LogsOptions),
+                                                ("setup", SetupOptions),
+                                                ("shell", ShellOptions))
            for field in dataclasses.fields(cls)]
 
 
@@ -96,7 +106,7 @@ def test_magic_accepts_each_cli_option_the_same_way(verb, cls, field):
     assert extras == {}
 
 
-@pytest.mark.parametrize("verb", ["parallel", "status", "finish"])
+@pytest.mark.parametrize("verb", ["parallel", "status", "finish", "logs", "setup", "shell"])
 def test_magic_has_no_option_the_cli_lacks(verb):
     assert set(_magic_actions(verb)) == set(_cli_actions(verb))
 
@@ -342,6 +352,75 @@ def test_docker_interrupt_deletes_the_containers(ip, capsys):
     left = client.containers.list(all=True, filters={"label": f"womm/task={run.task_id}"})
     assert left == []
     assert f'containers "womm-task-{run.task_id}" deleted' in capsys.readouterr().err
+
+
+@pytest.mark.docker
+def test_docker_shell_command_streams_and_returns_its_exit_status(ip, capsys):
+    client = _docker_client()
+    ip.user_ns["HOME"] = "ipython-expanded"
+    code = ip.run_line_magic("womm_shell", f"--backend docker --image {IMAGE} -- "
+                                           "sh -c 'echo out {}; echo err $HOME >&2; exit 7'")
+    assert code == 7
+    captured = capsys.readouterr()
+    assert captured.out == "out {}\n"  # `{}` reaches the command untouched
+    assert "err /tmp\n" in captured.err  # $HOME as the shell's container has it
+    assert client.containers.list(all=True, filters={"name": "womm-shell-", "label":
+                                                     f"womm/cwd={Path.cwd()}"}) == []
+
+
+def _test_module(name: str):
+    """A sibling test module's helpers (tests/ is no package; this works in every import
+    mode)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_womm_{name}", Path(__file__).with_name(
+        f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    served = _test_module("test_setup").Registry(tmp_path_factory.mktemp("registry"))
+    yield served
+    served.stop()
+
+
+@pytest.mark.docker
+def test_docker_setup_script_pushes_and_records_the_image(ip, registry, tmp_path, capsys,
+                                                          monkeypatch):
+    client = _docker_client()
+    helpers = _test_module("test_setup")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    before = helpers.setup_images(client)
+    script = tmp_path / "setup.sh"
+    script.write_text("echo script ran {} $HOME\nexport MAGIC_GREETING='two words'\n")
+    try:
+        code = ip.run_line_magic("womm_setup", f"--script {script} --yes --share 4 --base "
+                                               f"{IMAGE} --prefix {registry.prefix}")
+        assert code is None  # None: womm setup succeeded
+        captured = capsys.readouterr()
+        assert "script ran {} /" in captured.out, captured
+        saved = helpers.project_config(tmp_path)
+        assert saved["environment"] == {"MAGIC_GREETING": "two words"}
+        repository, digest = saved["image"].split("@")
+        assert repository.startswith(f"{registry.prefix}womm-image-")
+        name = repository.removeprefix(registry.prefix)
+        assert name in registry.catalog()
+        assert registry.digest(name, saved["tag"].rsplit(":", 1)[1]) == digest
+        assert helpers.setup_containers(client, tmp_path) == []
+    finally:
+        for _ in range(4):  # children first
+            made = helpers.setup_images(client) - before
+            for image_id in made:
+                try:
+                    client.images.remove(image_id, force=True)
+                except Exception:
+                    pass
+            if not made:
+                break
 
 
 # -- layering: the core imports neither IPython nor ipywidgets ------------------------------
