@@ -140,7 +140,8 @@ class KubernetesShell:
         except OSError:
             pass
         finally:
-            self._finish_exec()
+            if not ws.is_open():  # the shell ended; a closed page only detaches
+                self._finish_exec()
             local.close()
 
     def resize(self, rows: int, columns: int) -> None:

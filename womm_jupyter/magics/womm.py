@@ -359,7 +359,12 @@ class WommMagics(Magics):
         if command is None:
             from IPython.display import IFrame
 
+            from ..shell import ShellSession
+            from ..tty_bridge import serve
+
             atexit.register(session.close)  # the kernel's end ends its shells
+            if not isinstance(session, ShellSession):  # Kubernetes: the kernel holds the exec
+                serve(session)
             print(f"womm: shell {session.name} (task {session.task_id}); `exit` ends it",
                   file=sys.stderr, flush=True)
             display(IFrame(server.terminal_url(session.name), width="100%",  # type: ignore[no-untyped-call]

@@ -9,7 +9,9 @@ starts it) or ``--port N`` (127.0.0.1). Routes, relative to where the proxy moun
     a WebSocket joined to the container's terminal through the docker SDK's attach socket
     (what ``docker attach`` does): binary messages are terminal bytes both ways; a text
     message ``{"resize": [rows, columns]}`` resizes the TTY. The terminal's earlier output is
-    replayed first, so a reloaded page shows the prompt and history.
+    replayed first, so a reloaded page shows the prompt and history. A Kubernetes shell
+    (a pod named ``womm-shell-ID``, its exec held by the kernel that started it) is reached
+    through the kernel's :mod:`womm_jupyter.tty_bridge` socket instead (no replay there).
 ``/static/...``
     the vendored xterm.js files.
 
@@ -128,17 +130,20 @@ class _Terminal(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self, *args: str, **kwargs: str) -> None:
+        from .. import tty_bridge
         from ..backends.docker import connect
         from ..errors import WommError
         from ..shell import attach_terminal
 
         self._name = _container(self)
         self._loop = tornado.ioloop.IOLoop.current()
-        self._sock: Any = None
+        self._sock: Any = tty_bridge.attach(self._name)  # a kernel's Kubernetes shell
+        self._bridged = self._sock is not None
         try:
-            if _Terminal.client is None:
-                _Terminal.client = connect()
-            self._sock = attach_terminal(_Terminal.client, self._name)
+            if self._sock is None:
+                if _Terminal.client is None:
+                    _Terminal.client = connect()
+                self._sock = attach_terminal(_Terminal.client, self._name)
         except WommError as exc:
             self.close(1011, str(exc).splitlines()[0][:120])
             return
@@ -179,7 +184,12 @@ class _Terminal(tornado.websocket.WebSocketHandler):
             return
         try:
             rows, columns = json.loads(message)["resize"]
-            _Terminal.client.api.resize(self._name, height=int(rows), width=int(columns))
+            if self._bridged:
+                from .. import tty_bridge
+
+                tty_bridge.resize(self._name, int(rows), int(columns))
+            else:
+                _Terminal.client.api.resize(self._name, height=int(rows), width=int(columns))
         except Exception:  # a malformed control message, or the shell is gone: ignore it
             pass
 
