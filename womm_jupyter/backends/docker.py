@@ -29,7 +29,7 @@ def connect(timeout: float = 5.0) -> Any:
         raise MissingToolError("the docker Python package is missing: pip install docker") \
             from exc
     try:
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=max(1, round(timeout)))  # the SDK takes whole seconds
         client.ping()
     except Exception as exc:  # the SDK raises several unrelated types for "no engine"
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
