@@ -24,6 +24,8 @@ tests/cluster/up.sh
 trap 'tests/cluster/down.sh >/dev/null 2>&1 || true' EXIT
 
 mkdir -p artifacts
+ruff check .
+mypy
 # Tests import the installed wheel, not the source tree (the original shipped a wheel that
 # lacked a manifest): `python -m pytest` would put the source tree first on sys.path, the
 # pytest script with importlib imports does not.
