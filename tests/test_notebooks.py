@@ -1,15 +1,18 @@
 """Every notebook in notebooks/ executed headlessly (nbclient, a real ipykernel) against the
-real Docker backend; assertions read the executed notebook's outputs and saved widget state."""
+real Docker backend; assertions read the executed notebook's outputs and saved widget state.
+notebooks/setup.ipynb also gets a local docker-registry to push to (``setup_env``)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbclient
 import nbformat
 import pytest
+from test_setup import Registry, setup_images
 
 # These need the test cluster: tests/cluster/test_cluster_notebooks.py executes them.
 CLUSTER_NOTEBOOKS = {"cluster.ipynb", "experiments.ipynb"}
@@ -38,6 +41,34 @@ def docker_engine(monkeypatch):
     # this machine may hold for the cluster tests.
     monkeypatch.setenv("WOMM_BACKEND", "docker")
     return client
+
+
+@pytest.fixture(scope="module")
+def setup_registry(tmp_path_factory) -> Iterator[Registry]:
+    """A local docker-registry for notebooks/setup.ipynb to push to (as tests/test_setup.py)."""
+    served = Registry(tmp_path_factory.mktemp("registry"))
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def setup_env(docker_engine, monkeypatch, tmp_path, request) -> Iterator[None]:
+    """notebooks/setup.ipynb: its registry prefix and a user config of its own; the images its
+    setup made are removed afterwards."""
+    registry = request.getfixturevalue("setup_registry")
+    monkeypatch.setenv("WOMM_SETUP_PREFIX", registry.prefix)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    before = setup_images(docker_engine)
+    yield
+    for _ in range(4):  # children first
+        made = setup_images(docker_engine) - before
+        for image_id in made:
+            try:
+                docker_engine.images.remove(image_id, force=True)
+            except Exception:
+                pass
+        if not made:
+            break
 
 
 def _execute(nb, directory: Path, **settings):
@@ -114,13 +145,46 @@ def _check_quickstart(nb, client) -> None:
     _no_containers_left(client, payload["run"], payload["background"])
 
 
+def _check_setup(nb, client) -> None:
+    setup = _streams(_cell(nb, "import os"), "stdout")
+    assert "Does it work?" not in setup
+    config = json.loads(Path(_check_payload(nb)["config"]).read_text())
+    assert config["environment"] == {"GREETING": "set up in the notebook"}
+    image = config["image"]
+    assert image.startswith(os.environ["WOMM_SETUP_PREFIX"] + "womm-image-"), image
+    assert f"jobs now run {image}" in setup
+    cell = _cell(nb, "%%womm_parallel")
+    assert "--image" not in cell.source
+    inputs = cell.source.splitlines()[1:]
+    assert inputs == ["first", "second"]
+    expected = [f"{word}: hello from the tool, set up in the notebook\n" for word in inputs]
+    assert _streams(cell, "stdout") == "".join(expected)
+    payload = _check_payload(nb)
+    # run.df: one row per input, the tool's output and the variable in each job's stdout.
+    frame = next(o for o in _cell(nb, "run.df").outputs if o.output_type == "execute_result")
+    assert "<table" in frame.data["text/html"]
+    assert payload["inputs"] == [[word] for word in inputs]
+    assert payload["stdout"] == expected
+    assert payload["exit_codes"] == [0, 0]
+    _no_containers_left(client, payload["run"])
+
+
 _CHECKS = {
     "quickstart.ipynb": (
         "import json\n"
         "print('WOMM-CHECK ' + json.dumps({'run': run.task_id, "
         "'background': background.task_id, 'inputs': [list(i) for i in run.df['inputs']]}))",
         _check_quickstart),
+    "setup.ipynb": (
+        "import json, os\n"
+        "print('WOMM-CHECK ' + json.dumps({'run': run.task_id, "
+        "'config': os.path.abspath('.womm/config.json'), "
+        "'inputs': [list(i) for i in run.df['inputs']], 'stdout': list(run.df['stdout']), "
+        "'exit_codes': [int(c) for c in run.df['exit_code']]}))",
+        _check_setup),
 }
+# Notebooks that need more than the Docker engine: the fixture that provides it.
+_NEEDS = {"setup.ipynb": "setup_env"}
 
 
 def test_every_notebook_has_checks():
@@ -129,7 +193,9 @@ def test_every_notebook_has_checks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, docker_engine, tmp_path):
+def test_notebook_runs_top_to_bottom(path, docker_engine, tmp_path, request):
+    if path.name in _NEEDS:
+        request.getfixturevalue(_NEEDS[path.name])
     nb = nbformat.read(path, as_version=4)
     source, check = _CHECKS[path.name]
     nb.cells.append(nbformat.v4.new_code_cell(source))
