@@ -5,7 +5,8 @@ notebook runs a ``%%womm_parallel`` cell whose jobs are slow enough to watch: th
 IntProgress renders as a widget (``.widget-hprogress``, not its text fallback) and ends at
 done == total; the task dashboard, served through jupyter-server-proxy, lists the task while
 it runs; ``%womm_shell``'s terminal (xterm.js in an IFrame through the proxy) accepts a
-command. Screenshots are kept under ``artifacts/``.
+command; ``run.df`` renders as an HTML table with one row per input. Screenshots are kept under
+``artifacts/``.
 
 Needs: pip jupyterlab, jupyter-server-proxy>=4.4, playwright; apt chromium (never
 ``playwright install``).
@@ -95,6 +96,7 @@ def lab(tmp_path: Path, docker_client: Any) -> Iterator[JupyterLab]:
         new(f"%%womm_parallel --kube-pods 2 --image {IMAGE} -o run -- -k {COMMAND}\n"
             + "\n".join(INPUTS)),
         new("print('TASK', run.task_id, run.status, len(run.records))"),
+        new('run.df[["inputs", "stdout", "exit_code"]]'),
         new(f"shell = %womm_shell --backend docker --image {IMAGE}"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                 "language": "python"}})
@@ -189,15 +191,27 @@ def _drive(context: Any, page: Page, lab: JupyterLab, tmp_path: Path) -> str:
                               "vnd.jupyter.stdout']")
         expect(stream.first).to_contain_text("item-0 processed")
         page.screenshot(path=str(ARTIFACTS / "browser-progress-done.png"), full_page=True)
+
+        # run.df: rendered as an HTML table, one body row per input, in input order.
+        df_cell = page.locator(".jp-Notebook .jp-Cell").nth(3)
+        df_cell.scroll_into_view_if_needed()
+        table = df_cell.locator(".jp-OutputArea-output.jp-RenderedHTMLCommon table")
+        table.wait_for(timeout=60_000)
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(total, timeout=30_000)
+        for n, word in enumerate(INPUTS):
+            expect(rows.nth(n)).to_contain_text(f"{word} processed")
+        table.scroll_into_view_if_needed()
+        df_cell.screenshot(path=str(ARTIFACTS / "browser-dataframe.png"))
         dash.reload()
         expect(dash.locator(f"tr[data-task='{task_id}']")).to_have_count(0, timeout=30_000)
 
         # %womm_shell (the last cell): the terminal in the page accepts a command.
-        frame_element = page.locator(".jp-Notebook .jp-Cell").nth(3).locator("iframe")
+        frame_element = page.locator(".jp-Notebook .jp-Cell").nth(4).locator("iframe")
         frame_element.wait_for(timeout=120_000)
         assert "/womm-terminal/?container=womm-shell-" in (frame_element.get_attribute("src")
                                                            or "")
-        frame = page.frame_locator(".jp-Notebook .jp-Cell >> nth=3 >> iframe")
+        frame = page.frame_locator(".jp-Notebook .jp-Cell >> nth=4 >> iframe")
         frame.locator(".xterm-rows").wait_for(timeout=120_000)
         expect(frame.locator("body")).to_have_attribute("data-state", "open", timeout=60_000)
         frame.locator(".xterm").click()
