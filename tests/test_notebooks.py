@@ -4,6 +4,7 @@ notebooks/setup.ipynb also gets a local docker-registry to push to (``setup_env`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -12,7 +13,15 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
-from test_setup import Registry, setup_images
+
+# tests/test_setup.py's registry helpers, loaded by path: the suite runs in importlib mode,
+# where test modules are not importable by name.
+_spec = importlib.util.spec_from_file_location("womm_test_setup_for_notebooks",
+                                               Path(__file__).with_name("test_setup.py"))
+assert _spec is not None and _spec.loader is not None
+_setup = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_setup)
+Registry, setup_images = _setup.Registry, _setup.setup_images
 
 # These need the test cluster: tests/cluster/test_cluster_notebooks.py executes them.
 CLUSTER_NOTEBOOKS = {"cluster.ipynb", "experiments.ipynb"}
