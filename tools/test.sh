@@ -23,6 +23,13 @@ tests/cluster/build.sh
 tests/cluster/up.sh
 trap 'tests/cluster/down.sh >/dev/null 2>&1 || true' EXIT
 
+# Workers of a run killed with the machine's previous session (its processes end before CI
+# starts) would show up as ORPHANED tasks; the tests start from an engine without them.
+stale=$(docker ps -aq --filter label=app.kubernetes.io/managed-by=womm)
+if [ -n "$stale" ]; then
+    echo "removing womm containers left by an earlier run: $(echo $stale)"
+    docker rm -f $stale >/dev/null
+fi
 mkdir -p artifacts
 ruff check .
 mypy

@@ -116,8 +116,8 @@ def test_file_server_protocol_alloc_rsync_list_free(cluster, namespace, setup_do
     # No fixed limit on shares (the original hung on its twelfth).
     out = _exec(cluster, namespace, pod, "sh", "-c",
                 "for i in $(seq 1 40); do womm-fsserver alloc s$i >/dev/null; done; "
-                "womm-fsserver list | wc -l; womm-fsserver alloc ../etc; echo rc=$?; "
-                "womm-fsserver alloc Bad; echo rc=$?")
+                "womm-fsserver list | wc -l; womm-fsserver alloc ../etc 2>&1; echo rc=$?; "
+                "womm-fsserver alloc Bad 2>&1; echo rc=$?")
     lines = out.splitlines()
     assert lines[0] == "40", out
     assert "bad share id '../etc'" in out and "bad share id 'Bad'" in out, out

@@ -40,5 +40,6 @@ def test_setup_image_runs_on_the_cluster(cluster, namespace, tmp_path):
     assert run.stdout.decode() == "hello from the tool\n" + GREETING + "|x"
     pods = subprocess.run(["womm", "status", "--namespace", namespace], cwd=project, env=env,
                           text=True, capture_output=True, timeout=60)
-    assert pods.returncode == 0 and len(pods.stdout.splitlines()) == 1, pods.stdout
+    # Nothing of this run is left (other rows may be other backends' tasks on this machine).
+    assert pods.returncode == 0 and str(project) not in pods.stdout, pods.stdout
 

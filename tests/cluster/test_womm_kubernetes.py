@@ -4,6 +4,7 @@ the CLI as a user runs them."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -169,13 +170,18 @@ def test_sigint_cleans_up_and_sigkill_leaves_an_orphan_for_finish(cluster, names
     _await_output(proc)
     proc.kill()
     proc.wait()
+    created = re.search(r"deployment\.apps/womm-task-(\w+) created", proc.stderr.read())
+    assert created, "the killed run never said which Deployment it created"
+    task_id = created.group(1)
+    # Only this run's row counts: `womm status` also lists other backends' tasks on this
+    # machine, e.g. a Docker task left by an earlier run that was killed.
     deadline = time.monotonic() + 30
-    status = ""
-    while "ORPHANED" not in status and time.monotonic() < deadline:
+    row = ""
+    while "ORPHANED" not in row and time.monotonic() < deadline:
         status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=tmp_path).stdout
+        row = next((line for line in status.splitlines() if line.startswith(task_id)), "")
         time.sleep(1)
-    assert "ORPHANED" in status, status
-    task_id = next(line.split()[0] for line in status.splitlines() if "ORPHANED" in line)
+    assert "ORPHANED" in row, status
     done = _womm(cluster, namespace, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"deployment.apps/womm-task-{task_id}" in done.stdout
@@ -301,13 +307,18 @@ def test_killed_shell_client_is_orphaned_and_finished(cluster, namespace, tmp_pa
     _await_output(proc)
     proc.kill()
     proc.wait()
+    created = re.search(r"deployment\.apps/womm-task-(\w+) created", proc.stderr.read())
+    assert created, "the killed run never said which Deployment it created"
+    task_id = created.group(1)
+    # Only this run's row counts: `womm status` also lists other backends' tasks on this
+    # machine, e.g. a Docker task left by an earlier run that was killed.
     deadline = time.monotonic() + 30
-    status = ""
-    while "ORPHANED" not in status and time.monotonic() < deadline:
+    row = ""
+    while "ORPHANED" not in row and time.monotonic() < deadline:
         status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=tmp_path).stdout
+        row = next((line for line in status.splitlines() if line.startswith(task_id)), "")
         time.sleep(1)
-    assert "ORPHANED" in status, status
-    task_id = next(line.split()[0] for line in status.splitlines() if "ORPHANED" in line)
+    assert "ORPHANED" in row, status
     done = _womm(cluster, namespace, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _wait_gone(cluster, namespace, 30) == []
