@@ -97,6 +97,21 @@ def test_slots_procs_per_pod_and_local_procs_are_used(cluster, namespace, tmp_pa
     assert starts[4] - starts[0] < 1.0, "five jobs should start together"
 
 
+def test_thousands_of_short_jobs_all_report_their_exit_status(cluster, namespace, tmp_path):
+    # Jobs that end before their client's last frames (stdin EOF) reach the pod, and a pod's
+    # stream that goes quiet right after a job's last frame: both once lost exit statuses
+    # ("lost the connection to worker") or left jobs hanging.
+    run = subprocess.run([*_parallel(cluster, namespace, "--kube-pods", "2"), "--joblog",
+                          "jobs.log", "exit $(({} % 3))"], input="".join(
+                              f"{i}\n" for i in range(2000)), text=True, capture_output=True,
+                         cwd=tmp_path, env=_env(cluster), timeout=600)
+    assert "lost the connection" not in run.stderr, run.stderr
+    rows = [line.split("\t") for line in (tmp_path / "jobs.log").read_text().splitlines()[1:]]
+    assert len(rows) == 2000
+    assert all(int(row[6]) == (int(row[0]) - 1) % 3 for row in rows), run.stderr  # Seq is 1-based
+    assert run.returncode == 101  # GNU parallel: more than 100 jobs failed
+
+
 def test_pod_deleted_mid_run_with_retries(cluster, namespace, tmp_path):
     proc = subprocess.Popen([*_parallel(cluster, namespace, "--kube-pods", "2"), "--retries",
                              "3", "sleep 0.5; echo {} $WOMM_WORKER"], stdin=subprocess.PIPE,

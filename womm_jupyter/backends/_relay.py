@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._wsframes import read_frames
+
 _HEADER = struct.Struct(">cII")  # type, channel, length (as mux.pl)
 
 
@@ -79,15 +81,14 @@ class PodRelay:
                 pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
                 events = selector.select(timeout=0 if pending else 0.5)
                 if pending or any(key.data == "stream" for key, _ in events):
-                    stream.update(timeout=0)
-                    if not stream.is_open():
+                    received, closed = read_frames(stream)
+                    buffer += received.get(1, b"")
+                    if 2 in received:
+                        self.error = (self.error + received[2].decode(errors="replace"))[-2000:]
+                    buffer = self._deliver(buffer, conns, selector, stream)
+                    if closed:
                         said = f": {self.error.strip()[-500:]}" if self.error.strip() else ""
                         return f"the pod's stream closed (pod stopped or deleted){said}"
-                    buffer += stream.read_channel(1) or b""
-                    errors = stream.read_channel(2)
-                    if errors:
-                        self.error += errors.decode(errors="replace")
-                    buffer = self._deliver(buffer, conns, selector, stream)
                 for key, _ in events:
                     if key.data == "listen":
                         accepted, _ = listener.accept()

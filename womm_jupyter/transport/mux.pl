@@ -24,6 +24,7 @@ for my $fh (\*STDIN, \*STDOUT) {
 $SIG{PIPE} = 'IGNORE';
 my %chan;     # id -> socket
 my %id_of;    # fileno -> id
+my %deaf;     # id -> 1: the agent no longer reads this channel
 my ($inbuf, $eof) = ('', 0);
 
 sub out {
@@ -38,6 +39,7 @@ sub out {
 
 sub close_channel {
     my ($id) = @_;
+    delete $deaf{$id};
     my $sock = delete $chan{$id} or return;
     delete $id_of{fileno $sock};
     close $sock;
@@ -77,9 +79,13 @@ while (!$eof || %chan) {
             }
         } elsif ($type eq 'D') {
             my $sock = $chan{$id} or next;
+            next if $deaf{$id};
             while (length $data) {
                 my $w = syswrite($sock, $data);
-                if (!defined $w) { close_channel($id); out('E', $id, ''); last; }
+                # The agent closed its end: usually a job that finished before the client's
+                # last frames (stdin EOF) arrived. Its exit status may still be unread in
+                # our receive buffer, so keep reading until EOF; only stop writing.
+                if (!defined $w) { $deaf{$id} = 1; last; }
                 substr($data, 0, $w, '');
             }
         } elsif ($type eq 'E') {
