@@ -188,19 +188,26 @@ def test_sigint_cleans_up_and_sigkill_leaves_an_orphan_for_finish(cluster, names
     created = re.search(r"deployment\.apps/womm-task-(\w+) created", proc.stderr.read())
     assert created, "the killed run never said which Deployment it created"
     task_id = created.group(1)
-    # Only this run's row counts: `womm status` also lists other backends' tasks on this
-    # machine, e.g. a Docker task left by an earlier run that was killed.
-    deadline = time.monotonic() + 30
-    row = ""
-    while "ORPHANED" not in row and time.monotonic() < deadline:
-        status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=tmp_path).stdout
-        row = next((line for line in status.splitlines() if line.startswith(task_id)), "")
-        time.sleep(1)
-    assert "ORPHANED" in row, status
+    _await_orphaned(cluster, namespace, tmp_path, task_id)
     done = _womm(cluster, namespace, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"deployment.apps/womm-task-{task_id}" in done.stdout
     assert _wait_gone(cluster, namespace, 30) == []
+
+
+def _await_orphaned(cluster, namespace: str, cwd: Path, marker: str) -> str:
+    """The id of the task whose `womm status` row (with ``marker`` in it) turns ORPHANED.
+
+    Only that row counts: `womm status` also lists other backends' tasks on this machine,
+    e.g. a Docker task left by an earlier run that was killed."""
+    deadline = time.monotonic() + 30
+    row = status = ""
+    while "ORPHANED" not in row and time.monotonic() < deadline:
+        status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=cwd).stdout
+        row = next((line for line in status.splitlines() if marker in line), "")
+        time.sleep(1)
+    assert "ORPHANED" in row, status
+    return row.split()[0]
 
 
 def _feed(proc: subprocess.Popen[str], inputs: range) -> None:
@@ -322,18 +329,7 @@ def test_killed_shell_client_is_orphaned_and_finished(cluster, namespace, tmp_pa
     _await_output(proc)
     proc.kill()
     proc.wait()
-    created = re.search(r"deployment\.apps/womm-task-(\w+) created", proc.stderr.read())
-    assert created, "the killed run never said which Deployment it created"
-    task_id = created.group(1)
-    # Only this run's row counts: `womm status` also lists other backends' tasks on this
-    # machine, e.g. a Docker task left by an earlier run that was killed.
-    deadline = time.monotonic() + 30
-    row = ""
-    while "ORPHANED" not in row and time.monotonic() < deadline:
-        status = _womm(cluster, namespace, "status", "--namespace", namespace, cwd=tmp_path).stdout
-        row = next((line for line in status.splitlines() if line.startswith(task_id)), "")
-        time.sleep(1)
-    assert "ORPHANED" in row, status
+    task_id = _await_orphaned(cluster, namespace, tmp_path, "echo started; sleep 300")
     done = _womm(cluster, namespace, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _wait_gone(cluster, namespace, 30) == []

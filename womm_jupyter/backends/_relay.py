@@ -89,35 +89,47 @@ class PodRelay:
                     if closed:
                         said = f": {self.error.strip()[-500:]}" if self.error.strip() else ""
                         return f"the pod's stream closed (pod stopped or deleted){said}"
+                # Frames for the pod are collected over one round and sent as one message: each
+                # write costs a trip through the API server and the kubelet.
+                outgoing = bytearray()
                 for key, _ in events:
                     if key.data == "listen":
-                        accepted, _ = listener.accept()
-                        channel = next(ids)
-                        conns[channel] = accepted
-                        selector.register(accepted, selectors.EVENT_READ, channel)
-                        stream.write_stdin(_HEADER.pack(b"C", channel, 0))
-                    elif isinstance(key.data, int):
-                        channel = key.data
-                        client = conns.get(channel)
-                        if client is None:
-                            continue  # ended by the pod earlier in this round
-                        try:
-                            data = client.recv(65536)
-                        except OSError:
-                            data = b""
-                        if data:
-                            stream.write_stdin(_HEADER.pack(b"D", channel, len(data)) + data)
-                        else:
-                            stream.write_stdin(_HEADER.pack(b"E", channel, 0))
-                            selector.unregister(client)
-                            client.close()
-                            del conns[channel]
+                        for accepted in _accept_all(listener):
+                            channel = next(ids)
+                            conns[channel] = accepted
+                            selector.register(accepted, selectors.EVENT_READ, channel)
+                            outgoing += _HEADER.pack(b"C", channel, 0)
+                            # The client sends its command right after connecting: it usually
+                            # travels with the open.
+                            outgoing += self._forward(channel, conns, selector, socket.MSG_DONTWAIT)
+                    elif isinstance(key.data, int) and key.data in conns:  # not ended this round
+                        outgoing += self._forward(key.data, conns, selector)
+                if outgoing:
+                    stream.write_stdin(bytes(outgoing))
             return "stopped"
         finally:
             for conn in conns.values():
                 conn.close()
             listener.close()
             stream.close()
+
+    @staticmethod
+    def _forward(channel: int, conns: dict[int, socket.socket],
+                 selector: selectors.BaseSelector, flags: int = 0) -> bytes:
+        """The frames for what a job client sent: its bytes, or the end of its channel."""
+        client = conns[channel]
+        try:
+            data = client.recv(65536, flags)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            data = b""
+        if data:
+            return _HEADER.pack(b"D", channel, len(data)) + data
+        selector.unregister(client)
+        client.close()
+        del conns[channel]
+        return _HEADER.pack(b"E", channel, 0)
 
     @staticmethod
     def _deliver(buffer: bytes, conns: dict[int, socket.socket],
@@ -141,3 +153,14 @@ class PodRelay:
             conn.close()
             del conns[channel]
         return buffer
+
+
+def _accept_all(listener: socket.socket) -> list[socket.socket]:
+    accepted = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return accepted
+        conn.setblocking(True)
+        accepted.append(conn)

@@ -27,14 +27,28 @@ my %id_of;    # fileno -> id
 my %deaf;     # id -> 1: the agent no longer reads this channel
 my ($inbuf, $eof) = ('', 0);
 
+# Frames for the coordinator are collected over one pass of the loop and written at once:
+# each write becomes one message through the API server and the kubelet.
+my $outbuf = '';
+
 sub out {
     my ($type, $id, $data) = @_;
-    my $msg = pack('a N N', $type, $id, length $data) . $data;
-    while (length $msg) {
-        my $w = syswrite(STDOUT, $msg);
+    $outbuf .= pack('a N N', $type, $id, length $data) . $data;
+}
+
+sub flush_out {
+    while (length $outbuf) {
+        my $w = syswrite(STDOUT, $outbuf);
         exit 0 unless defined $w;    # the coordinator is gone
-        substr($msg, 0, $w, '');
+        substr($outbuf, 0, $w, '');
     }
+}
+
+sub readable_now {
+    my ($fh) = @_;
+    my $rin = '';
+    vec($rin, fileno $fh, 1) = 1;
+    return select(my $rout = $rin, undef, undef, 0) > 0;
 }
 
 sub close_channel {
@@ -55,9 +69,13 @@ while (!$eof || %chan) {
     for my $fd (keys %id_of) {
         next unless vec($rout, $fd, 1);
         my $id = $id_of{$fd};
-        my $got = sysread($chan{$id}, my $data, 65536);
-        if ($got) { out('D', $id, $data); }
-        else { close_channel($id); out('E', $id, ''); }
+        while (1) {
+            my $got = sysread($chan{$id}, my $data, 65536);
+            if (!$got) { close_channel($id); out('E', $id, ''); last; }
+            out('D', $id, $data);
+            # A job's exit status and the agent's close usually come together: send both.
+            last unless length $outbuf < 262144 && readable_now($chan{$id});
+        }
     }
     next unless vec($rout, 0, 1);
     my $got = sysread(STDIN, $inbuf, 262144, length $inbuf);
@@ -93,4 +111,7 @@ while (!$eof || %chan) {
             close_channel($id);
         }
     }
+} continue {
+    flush_out();
 }
+flush_out();

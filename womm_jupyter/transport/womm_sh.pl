@@ -90,6 +90,8 @@ while (!defined $status) {
     next unless vec($rout, fileno($sock), 1);
     my $got = sysread($sock, $buf, 262144, length $buf);
     if (!$got) {
+        # Before its first frame the worker is known only by the socket the slot points at.
+        $worker = (readlink($path) // $path) =~ s{.*/}{}r if $worker eq '?';
         print STDERR "womm: lost the connection to worker $worker during the job\n";
         exit 255;
     }
