@@ -156,7 +156,7 @@ class PodRelay:
 
 
 def _accept_all(listener: socket.socket) -> list[socket.socket]:
-    accepted = []
+    accepted: list[socket.socket] = []
     while True:
         try:
             conn, _ = listener.accept()
