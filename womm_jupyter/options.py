@@ -56,6 +56,15 @@ def _option(default: Any = dataclasses.MISSING, *, help: str, choices: tuple[str
     return dataclasses.field(default=default, metadata=meta)
 
 
+def _namespace() -> Any:
+    return _option("", help="Kubernetes namespace (default: the context's)", metavar="NS",
+                   short="-n")
+
+
+def _context() -> Any:
+    return _option("", help="kubeconfig context (default: the current one)", metavar="NAME")
+
+
 _MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")
 _MEMORY_UNITS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -91,8 +100,7 @@ class ParallelOptions:
     namespace: str = _option("", help="Kubernetes namespace (default: the kubeconfig "
                              "context's, or the pod's own when run inside a cluster)",
                              metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    context: str = _context()
     # The choices of SetupOptions.share (SHARE_CHOICES, defined below).
     share: str = _option("", help="how the workers see the project directory: 1 or lazy, 2 or "
                          "eager (rsynced before jobs start), 3 or eager-syncback (and changes "
@@ -156,10 +164,8 @@ class ShellOptions:
                            "else Docker when an engine answers", choices=BACKENDS)
     image: str = _option("", help="image the shell runs (default: the project's womm image)",
                          metavar="IMAGE")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +174,8 @@ class StatusOptions:
 
     all_owners: bool = _option(False, help="show every owner's tasks, not only this "
                                "machine's", short="-A")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +184,7 @@ class ClusterSetupOptions:
 
     namespace: str = _option("", help="namespace the manifests are for (default: the "
                              "kubeconfig context's, else default)", metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    context: str = _context()
     build: bool = _option(False, help="also build the --async leader image (Debian python3 "
                           "and perl with this womm installed) and the file server image "
                           "(fsserver/), push them under --prefix and print a ConfigMap that "
@@ -201,10 +204,8 @@ class FinishOptions:
     """Options of ``womm finish``."""
 
     task_id: str = _option(help="the task's ID, as `womm status` shows it", metavar="ID")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +215,8 @@ class LogsOptions:
     task_id: str = _option(help="the --async task's ID, as `womm status` shows it", metavar="ID")
     follow: bool = _option(False, help="keep printing the leader's output until it ends",
                            short="-f")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,10 +242,8 @@ class ExperimentOptions:
                               minimum=0.001, metavar="N")
     kube_mem: str = _option("512Mi", help="memory for each task's pod, e.g. 512Mi or 4Gi",
                             metavar="M")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -262,10 +259,8 @@ class _PodSelection:
                          metavar="R")
     task: str = _option("", help="only pods of this task or experiment ID", metavar="ID")
     all_pods: bool = _option(False, help="every pod of the namespace, not only your womm pods")
-    namespace: str = _option("", help="Kubernetes namespace (default: the context's)",
-                             metavar="NS", short="-n")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    namespace: str = _namespace()
+    context: str = _context()
 
 
 _NAMES_HELP = "pod names"
@@ -338,8 +333,7 @@ class AdminNodesOptions:
 
     idle: bool = _option(False, help="only nodes running no pod outside kube-system")
     used: bool = _option(False, help="only nodes running a pod outside kube-system")
-    context: str = _option("", help="kubeconfig context (default: the current one)",
-                           metavar="NAME")
+    context: str = _context()
 
 
 def flag_name(name: str) -> str:
