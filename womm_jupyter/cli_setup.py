@@ -8,17 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import signal
 import sys
-import termios
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import _terminal, config
 from .errors import OptionError, SetupError
 from .image import PushProgress, Round, SetupSession, Testbed, dependencies
 from .naming import new_task_id
@@ -141,39 +138,9 @@ def _interact(testbed: Testbed) -> None:
     The docker SDK attaches a raw socket to the container's TTY; this loop is what
     `docker run -it` does: raw mode here, bytes both ways, SIGWINCH becomes a resize.
     """
-    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     sock = testbed.attach_socket()
     testbed.start()
-
-    def resize(*_: Any) -> None:
-        with contextlib.suppress(OSError):
-            size = os.get_terminal_size(fd_out)
-            testbed.resize(size.lines, size.columns)
-
-    resize()
-    old_winch = signal.signal(signal.SIGWINCH, resize)
-    saved = termios.tcgetattr(fd_in)
-    tty.setraw(fd_in)
-    try:
-        while True:
-            try:
-                ready, _, _ = select.select([fd_in, sock], [], [])
-            except InterruptedError:
-                continue
-            if sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                os.write(fd_out, data)
-            if fd_in in ready:
-                data = os.read(fd_in, 65536)
-                if not data:
-                    break
-                sock.sendall(data)
-    finally:
-        termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, old_winch)
-        sock.close()
+    _terminal.join(sock, testbed.resize)
     if testbed.running():  # detached (ctrl-p ctrl-q): the shell still runs; end it
         testbed.container.kill()
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import select
 import shlex
 import signal
 import sys
-import termios
-import tty
 from pathlib import Path
 from typing import Any
 
+from . import _terminal
 from .errors import OptionError
 from .options import ShellOptions
 from .shell import start_shell
@@ -49,32 +46,5 @@ def shell(options: ShellOptions, command: list[str] | None) -> int:
 
 
 def _interactive(session: Any) -> int:
-    sock = session.attach_socket()
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-
-    def resize(*_: Any) -> None:
-        size = os.get_terminal_size(stdout)
-        session.resize(size.lines, size.columns)
-
-    resize()
-    signal.signal(signal.SIGWINCH, resize)
-    saved = termios.tcgetattr(stdin)
-    tty.setraw(stdin)  # Ctrl-C and friends go to the remote terminal as bytes
-    try:
-        while True:
-            ready, _, _ = select.select([stdin, sock], [], [])
-            if sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                os.write(stdout, data)
-            if stdin in ready:
-                typed = os.read(stdin, 65536)
-                if not typed:
-                    break
-                sock.sendall(typed)
-    finally:
-        termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, signal.SIG_DFL)
-        sock.close()
+    _terminal.join(session.attach_socket(), session.resize)
     return int(session.wait(timeout=30))
