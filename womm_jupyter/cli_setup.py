@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import sys
 import time
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _terminal, config
+from . import _terminal, config, setup_plan
 from .errors import OptionError, SetupError
 from .image import PushProgress, Round, SetupSession, Testbed, dependencies
 from .naming import new_task_id
@@ -24,7 +23,6 @@ from .options import SetupOptions
 __all__ = ["setup", "show"]
 
 DEFAULT_BASE = "ubuntu:22.04"
-_SHARE_BY_ANSWER = {"1": "lazy", "2": "eager", "3": "eager-syncback", "4": "none"}
 _SHARE_MENU = """\
 How do you want to share {cwd} to your cloud?
 1) lazily
@@ -35,10 +33,6 @@ How do you want to share {cwd} to your cloud?
 _PREFIX_QUESTION = """\
 What is a prefix of a docker image name that you are authorized to push to a secure location?
 e.g. 'us-west4-docker.pkg.dev/angr-ci/defcon/'"""
-# A repository name as registries accept it: lowercase path components, optional host:port.
-_REPOSITORY = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-                         r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-
 
 class _Quit(Exception):
     """The user chose to stop (the menu's `*`, or "n"): nothing is saved."""
@@ -72,19 +66,6 @@ def _ask(default: str, choices: tuple[str, ...] = ()) -> str:
 def _yes_no(question: str, default: str) -> bool:
     _say(f"{question} y/n")
     return _ask(default, ("y", "n")) == "y"
-
-
-def _share(answer: str) -> str:
-    return _SHARE_BY_ANSWER.get(answer, answer)
-
-
-def _repository(prefix: str, project_id: str) -> str:
-    repository = f"{prefix}womm-image-{project_id}"
-    if not _REPOSITORY.match(repository):
-        raise OptionError(f"--prefix {prefix!r} makes the image name {repository!r}, which "
-                          "registries refuse: use a lowercase prefix ending in '/', e.g. "
-                          "registry.example.org/me/")
-    return repository
 
 
 def _show_env(values: dict[str, str]) -> str:
@@ -233,7 +214,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
     user = config.load_user()
 
     # -- share method ------------------------------------------------------------------------
-    share = _share(options.share) if options.share else ""
+    share = setup_plan.share_name(options.share) if options.share else ""
     if not share and previous is not None:
         _say(f"This project ({project_dir}) runs {previous.image}, shared {previous.share}.")
         share = previous.share
@@ -247,7 +228,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         answer = _ask("*", ("1", "2", "3", "4", "*"))
         if answer == "*":
             raise _Quit("Never mind: nothing was changed.", 0)
-        share = _SHARE_BY_ANSWER[answer]
+        share = setup_plan.share_name(answer)
 
     # -- start image --------------------------------------------------------------------------
     base = options.base
@@ -279,11 +260,11 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             else:
                 _say(_PREFIX_QUESTION)
                 prefix = _ask(remembered)
-        repository = _repository(prefix, project_id)
+        repository = setup_plan.repository(prefix, project_id)
     else:
         assert previous is not None
         project_id = previous.project_id
-        repository = (_repository(prefix, project_id) if prefix
+        repository = (setup_plan.repository(prefix, project_id) if prefix
                       else previous.image.split("@", 1)[0])
 
     # -- testbed rounds -----------------------------------------------------------------------
