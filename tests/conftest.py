@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support.registry import Registry
 
 from womm_jupyter import _paths
 
@@ -256,3 +257,12 @@ def tools() -> SimpleNamespace:
     return SimpleNamespace(run=run, clean_env=clean_env, wait_for=wait_for,
                            containers_under=containers_under, LineReader=LineReader,
                            image=IMAGE, womm_script=_womm_script())
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A real local image registry (Debian's docker-registry) on a free loopback port; one
+    per test module, so a module's first push uploads every layer."""
+    served = Registry(tmp_path_factory.mktemp("registry"))
+    yield served
+    served.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
+from support.registry import setup_containers, setup_images
 
 import womm_jupyter
 from womm_jupyter import cli
@@ -368,33 +370,12 @@ def test_docker_shell_command_streams_and_returns_its_exit_status(ip, capsys):
                                                      f"womm/cwd={Path.cwd()}"}) == []
 
 
-def _test_module(name: str):
-    """A sibling test module's helpers (tests/ is no package; this works in every import
-    mode)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_womm_{name}", Path(__file__).with_name(
-        f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    served = _test_module("test_setup").Registry(tmp_path_factory.mktemp("registry"))
-    yield served
-    served.stop()
-
-
 @pytest.mark.docker
 def test_docker_setup_script_pushes_and_records_the_image(ip, registry, tmp_path, capsys,
                                                           monkeypatch):
     client = _docker_client()
-    helpers = _test_module("test_setup")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    before = helpers.setup_images(client)
+    before = setup_images(client)
     script = tmp_path / "setup.sh"
     script.write_text("echo script ran {} $HOME\nexport MAGIC_GREETING='two words'\n")
     try:
@@ -403,17 +384,17 @@ def test_docker_setup_script_pushes_and_records_the_image(ip, registry, tmp_path
         assert code is None  # None: womm setup succeeded
         captured = capsys.readouterr()
         assert "script ran {} /" in captured.out, captured
-        saved = helpers.project_config(tmp_path)
+        saved = json.loads((tmp_path / ".womm" / "config.json").read_text())
         assert saved["environment"] == {"MAGIC_GREETING": "two words"}
         repository, digest = saved["image"].split("@")
         assert repository.startswith(f"{registry.prefix}womm-image-")
         name = repository.removeprefix(registry.prefix)
         assert name in registry.catalog()
         assert registry.digest(name, saved["tag"].rsplit(":", 1)[1]) == digest
-        assert helpers.setup_containers(client, tmp_path) == []
+        assert setup_containers(client, tmp_path) == []
     finally:
         for _ in range(4):  # children first
-            made = helpers.setup_images(client) - before
+            made = setup_images(client) - before
             for image_id in made:
                 try:
                     client.images.remove(image_id, force=True)

@@ -4,7 +4,6 @@ notebooks/setup.ipynb also gets a local docker-registry to push to (``setup_env`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -13,15 +12,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
-
-# tests/test_setup.py's registry helpers, loaded by path: the suite runs in importlib mode,
-# where test modules are not importable by name.
-_spec = importlib.util.spec_from_file_location("womm_test_setup_for_notebooks",
-                                               Path(__file__).with_name("test_setup.py"))
-assert _spec is not None and _spec.loader is not None
-_setup = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_setup)
-Registry, setup_images = _setup.Registry, _setup.setup_images
+from support.registry import setup_images
 
 # These need the test cluster: tests/cluster/test_cluster_notebooks.py executes them.
 CLUSTER_NOTEBOOKS = {"cluster.ipynb", "experiments.ipynb"}
@@ -52,19 +43,11 @@ def docker_engine(monkeypatch):
     return client
 
 
-@pytest.fixture(scope="module")
-def setup_registry(tmp_path_factory) -> Iterator[Registry]:
-    """A local docker-registry for notebooks/setup.ipynb to push to (as tests/test_setup.py)."""
-    served = Registry(tmp_path_factory.mktemp("registry"))
-    yield served
-    served.stop()
-
-
 @pytest.fixture
 def setup_env(docker_engine, monkeypatch, tmp_path, request) -> Iterator[None]:
     """notebooks/setup.ipynb: its registry prefix and a user config of its own; the images its
     setup made are removed afterwards."""
-    registry = request.getfixturevalue("setup_registry")
+    registry = request.getfixturevalue("registry")
     monkeypatch.setenv("WOMM_SETUP_PREFIX", registry.prefix)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     before = setup_images(docker_engine)

@@ -1,16 +1,15 @@
 """``%womm_setup``'s widget in plain pytest: buttons clicked (``Button.click()``) against the real
-Docker engine, pushing to the real local registry of ``test_setup.py`` (its ``Registry``
-helper, loaded from that file: test modules are not importable under importlib mode)."""
+Docker engine, pushing to a real local registry (tests/support/registry.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.registry import setup_containers, setup_images
 
 import womm_jupyter
 from womm_jupyter.server import terminal_url
@@ -19,19 +18,8 @@ from womm_jupyter.widgets.setup import FORM_FIELDS, SetupView
 
 pytestmark = pytest.mark.docker
 
-_spec = importlib.util.spec_from_file_location("womm_test_setup_helpers",
-                                               Path(__file__).with_name("test_setup.py"))
-assert _spec is not None and _spec.loader is not None
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
-TOOL = helpers.TOOL
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    served = helpers.Registry(tmp_path_factory.mktemp("registry"))
-    yield served
-    served.stop()
+TOOL = "printf '#!/bin/sh\\necho hello from the tool\\n' > /usr/local/bin/hello-womm " \
+       "&& chmod +x /usr/local/bin/hello-womm"
 
 
 @pytest.fixture
@@ -41,15 +29,15 @@ def project(tmp_path: Path, docker_client: Any, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     for name in [n for n in __import__("os").environ if n.startswith("WOMM_")]:
         monkeypatch.delenv(name)
-    before = helpers.setup_images(docker_client)
+    before = setup_images(docker_client)
     directory = tmp_path / "project"
     directory.mkdir()
     yield directory
-    left = helpers.setup_containers(docker_client, tmp_path)
+    left = setup_containers(docker_client, tmp_path)
     for name in left:
         docker_client.containers.get(name).remove(force=True)
     for _ in range(4):
-        made = helpers.setup_images(docker_client) - before
+        made = setup_images(docker_client) - before
         for image_id in made:
             try:
                 docker_client.images.remove(image_id, force=True)
@@ -116,7 +104,7 @@ def test_script_setup_pushes_records_and_jobs_run_the_image(project: Path, regis
     assert view.push_bar.max > 1000 and view.push_bar.value == view.push_bar.max
     assert view.push_bar.bar_style == "success"
     assert "layer(s)" in view.push_label.value
-    assert helpers.setup_containers(docker_client, project) == []
+    assert setup_containers(docker_client, project) == []
     # Jobs run the recorded image without --image.
     run = womm_jupyter.parallel(': {}; hello-womm; printf "%s|%s" "$GREETING" "${API_TOKEN-unset}"',
                                 ["x"], kube_pods=1, backend="docker", cwd=project).result()
@@ -149,7 +137,7 @@ def test_missing_dependency_then_again_then_no(project: Path, registry: Any,
     assert "Nothing was pushed; the project config is unchanged." in view.message_text
     assert registry.catalog() == catalog
     assert not (project / ".womm").exists()
-    assert helpers.setup_containers(docker_client, project) == []
+    assert setup_containers(docker_client, project) == []
 
 
 def test_errors_show_in_the_panel_and_controls_come_back(project: Path,
@@ -180,7 +168,7 @@ def test_interactive_testbed_in_the_terminal(project: Path, registry: Any, docke
     _form(view, registry)
     view.start.click()
     tools.wait_for(lambda: view.terminal.value, 120, "the testbed's terminal")
-    testbed = helpers.setup_containers(docker_client, project)
+    testbed = setup_containers(docker_client, project)
     assert len(testbed) == 1
     assert terminal_url(testbed[0]).replace("&", "&amp;") in view.terminal.value
     assert "<iframe" in view.terminal.value
@@ -198,4 +186,4 @@ def test_interactive_testbed_in_the_terminal(project: Path, registry: Any, docke
     assert view.terminal.value == ""
     view.works_no.click()
     view.join()
-    assert helpers.setup_containers(docker_client, project) == []
+    assert setup_containers(docker_client, project) == []
