@@ -178,7 +178,8 @@ def _parallel_async(options: ParallelOptions, parallel_args: list[str]) -> int:
             raise OptionError("womm parallel --async: give the inputs after ::: or on standard "
                               "input (the client does not stay to read a terminal).")
         data = sys.stdin.buffer.read()
-    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data)
+    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data,
+                  report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
     scope = f" --namespace {done.namespace}" if options.namespace else ""
     print(f"womm: task {done.task_id} started in namespace {done.namespace} (leader image "
           f"{done.leader_image}); it runs on without this terminal.\n"
