@@ -109,6 +109,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
 
     from .backends import kubernetes_configured
     from .backends.kubernetes import _api_error
+    from .shared import shared_claim
 
     if options.backend in ("docker", "local") or (options.backend == "auto"
                                                    and not kubernetes_configured()
@@ -172,7 +173,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     try:
         batch.create_namespaced_job(namespace, manifests.leader_job(
             task_id=task_id, owner=owner, root_uid=created.metadata.uid, image=image,
-            annotations=annotations))
+            annotations=annotations, shared_claim=shared_claim(core, namespace)))
     except ApiException as exc:
         core.delete_namespaced_config_map(name, namespace)
         raise _api_error(exc, "create the leader Job", namespace) from exc

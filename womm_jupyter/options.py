@@ -195,6 +195,9 @@ class ClusterSetupOptions:
                                  "storage class (default: an emptyDir, lost with its pod)",
                                  metavar="NAME")
     storage_size: str = _option("10Gi", help="size of that PVC", metavar="SIZE")
+    shared_pvc: str = _option("", help="an existing PersistentVolumeClaim (ReadWriteMany) that "
+                              "every pod womm creates in the namespace mounts at /shared; "
+                              "recorded in ConfigMap womm-settings", metavar="NAME")
 
 
 @dataclasses.dataclass(frozen=True)
