@@ -37,9 +37,10 @@ def pod_shell(options: PodShellOptions, names: list[str] | None, command: Sequen
                           "pick one, e.g. with `| head -1`")
     pods = Pods(options.context, options.namespace, all_pods=options.all_pods,
                 task=options.task)
-    pods.list(names=names)  # a wrong name is the first thing to hear about
+    # What is wrong with the pod comes first, then whether there is a terminal.
+    container = pods.running_container(names[0], options.container)
     with _terminal() as fd:
-        terminal = pods.terminal(names[0], command or INTERACTIVE_SHELL, options.container)
+        terminal = pods.terminal(names[0], command or INTERACTIVE_SHELL, container)
         try:
             return _join(terminal, fd)
         finally:

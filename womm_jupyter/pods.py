@@ -232,6 +232,18 @@ class Pods:
         from kubernetes import client
         from kubernetes.stream import stream
 
+        container = self.running_container(name, container)
+        api = client.CoreV1Api(client.ApiClient(self._api.configuration))
+        response = self._call(f"open a terminal in pod {name}", stream,
+                              api.connect_get_namespaced_pod_exec, name, self.namespace,
+                              container=container, command=list(command),
+                              stdin=True, stdout=True, stderr=False, tty=True,
+                              _preload_content=False, binary=True)
+        return PodTerminal(response)
+
+    def running_container(self, name: str, container: str = "") -> str:
+        """``container`` (default: the first) of pod ``name``, after checking that the pod is
+        in scope and running and has that container; else OptionError/PodNotFoundError."""
         pod = self.list(names=[name])[0]
         state = pod_state(pod)
         if state != "running":
@@ -242,13 +254,7 @@ class Pods:
         if container and container not in containers:
             raise OptionError(f"--container: pod {name} has no container {container!r}; it has "
                               + ", ".join(containers) + ".")
-        api = client.CoreV1Api(client.ApiClient(self._api.configuration))
-        response = self._call(f"open a terminal in pod {name}", stream,
-                              api.connect_get_namespaced_pod_exec, name, self.namespace,
-                              container=container or containers[0], command=list(command),
-                              stdin=True, stdout=True, stderr=False, tty=True,
-                              _preload_content=False, binary=True)
-        return PodTerminal(response)
+        return container or str(containers[0])
 
     def describe(self, pod: Any) -> str:
         """A readable account of the pod: where and what it runs, its state, its events."""

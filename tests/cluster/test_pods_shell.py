@@ -12,6 +12,8 @@ import time
 import pytest
 from kubernetes import client
 
+from womm_jupyter.naming import owner
+
 pytestmark = pytest.mark.cluster
 
 WOMM = f"{shlex.quote(sys.executable)} -m womm_jupyter.cli"
@@ -111,3 +113,22 @@ def test_shell_refusals_say_what_to_do(cluster, namespace, experiment_pod, tmp_p
     assert two.returncode == 2 and "one pod at a time, got 2 names" in two.stderr
     no_name = womm()
     assert no_name.returncode == 2 and "name the pod" in no_name.stderr
+
+    # A pod of yours whose command has ended: nothing to open a shell in.
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "womm-ended", "labels": {
+            "app.kubernetes.io/managed-by": "womm", "womm/task": "testtask1",
+            "womm/owner": owner()}},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "task", "image": cluster.base_image,
+                                 "command": ["true"],
+                                 "resources": {"limits": {"cpu": "50m", "memory": "32Mi"}}}]}})
+    deadline = time.monotonic() + 120
+    while core.read_namespaced_pod("womm-ended", namespace).status.phase != "Succeeded":
+        assert time.monotonic() < deadline, "the pod never completed"
+        time.sleep(0.3)
+    ended = womm("womm-ended")
+    assert ended.returncode == 2
+    assert "pod womm-ended is completed: a shell needs a running pod" in ended.stderr
