@@ -9,6 +9,7 @@ A file a `womm parallel` job writes to /shared is read by an experiment's pod an
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,6 +24,15 @@ from kubernetes import client
 pytestmark = pytest.mark.cluster
 
 CPU = "0.2"
+
+# The --async leader image and namespace setup of tests/cluster/test_async.py, loaded by path
+# (importlib mode cannot import a test module by name).
+_spec = importlib.util.spec_from_file_location("womm_test_async_for_shared",
+                                               Path(__file__).with_name("test_async.py"))
+assert _spec is not None and _spec.loader is not None
+_async = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_async)
+leader_setup = _async.leader_setup
 
 
 def _womm(cluster, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -97,6 +107,36 @@ def test_every_womm_pod_of_the_namespace_sees_slash_shared(cluster, namespace, s
                   "/shared/note-exp", cwd=tmp_path)
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout == "from experiment\n"
+
+
+def test_an_async_runs_leader_and_workers_see_slash_shared(cluster, namespace, shared_claim,
+                                                          leader_setup, tmp_path):
+    claim, directory = shared_claim
+    _async._apply(cluster, [dict(d) for d in yaml.safe_load_all(yaml.safe_dump_all(
+        leader_setup))], namespace)
+    setup = _womm(cluster, "cluster-setup", "--namespace", namespace, "--shared-pvc", claim,
+                  cwd=tmp_path)
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespaced_config_map(namespace, list(yaml.safe_load_all(setup.stdout))[-1])
+    run = _womm(cluster, "parallel", "--async", "--namespace", namespace, "--image",
+                cluster.base_image, "--kube-pods", "1", "--kube-cpu", CPU, "--kube-mem",
+                "128Mi", "--", "echo {} > /shared/async-{}; ls /shared", ":::", "a", "b",
+                cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    task_id = run.stdout.strip()
+    job = client.BatchV1Api(cluster.api_client()).read_namespaced_job(
+        f"womm-task-{task_id}", namespace)
+    leader = job.spec.template.spec
+    assert [v.persistent_volume_claim.claim_name for v in leader.volumes
+            if v.persistent_volume_claim] == [claim]
+    assert "/shared" in [m.mount_path for m in leader.containers[0].volume_mounts]
+    logs = _womm(cluster, "logs", task_id, "--namespace", namespace, "-f", cwd=tmp_path,
+                 timeout=420)
+    assert logs.returncode == 0, logs.stderr
+    done = _womm(cluster, "finish", task_id, "--namespace", namespace, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (directory / "async-a").read_text() == "a\n"
+    assert (directory / "async-b").read_text() == "b\n"
 
 
 def test_without_settings_pods_have_no_slash_shared(cluster, namespace, tmp_path):
