@@ -24,6 +24,7 @@ import base64
 import csv
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import os
 import sys
@@ -181,10 +182,46 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
         try:
             _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
         except BaseException:
-            # Nothing half-made stays: the root's deletion takes the Job and its pod.
+            # Nothing half-made stays: the Job at once (its pod follows), then the root.
+            batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
             core.delete_namespaced_config_map(name, namespace, propagation_policy="Background")
             raise
     return Submitted(task_id, namespace, image)
+
+
+def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
+    """The leader's pod once it runs; ShareError when it cannot start (a bad image) or has not
+    within :data:`_LEADER_START` seconds."""
+    from kubernetes import watch
+
+    from .backends.kubernetes import _FATAL_WAITING
+
+    selector = f"{manifests.LABEL_LEADER}={task_id}"
+    why = "no pod yet"
+    listed = core.list_namespaced_pod(namespace, label_selector=selector)
+    stream = watch.Watch()
+    events = ({"type": "LISTED", "object": pod} for pod in listed.items)
+    watched = stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
+                            resource_version=listed.metadata.resource_version,
+                            timeout_seconds=_LEADER_START)
+    for event in itertools.chain(events, watched):
+        pod = event["object"]
+        if event["type"] == "DELETED":
+            continue
+        if pod.status.phase == "Running":
+            stream.stop()
+            return pod
+        why = f"pod {pod.metadata.name}: phase {pod.status.phase}"
+        waiting = [status.state.waiting for status in pod.status.container_statuses or []
+                   if status.state and status.state.waiting and status.state.waiting.reason]
+        why += "".join(f", {w.reason}: {w.message or ''}".rstrip(": ") for w in waiting)
+        if pod.status.phase in ("Succeeded", "Failed") or any(
+                w.reason in _FATAL_WAITING for w in waiting):
+            stream.stop()  # it will not run: say why now, not after the timeout
+            break
+    raise ShareError(f"the leader of task {task_id} did not run ({why}), so the project "
+                     "directory could not be uploaded; the task was deleted. Check the leader "
+                     "image (`womm cluster-setup --build`, or --leader-image) and try again.")
 
 
 def _upload_to_leader(core: Any, task_id: str, namespace: str, context: str, cwd: Path,
@@ -193,12 +230,8 @@ def _upload_to_leader(core: Any, task_id: str, namespace: str, context: str, cwd
     there (:data:`SHARE_READY`); the leader uploads it to each worker before it takes jobs."""
     from .pods import Pods
 
-    pod = _leader_pod(core, task_id, namespace, _LEADER_START)
-    if pod is None or pod.status.phase not in ("Pending", "Running"):
-        raise ShareError(f"the leader of task {task_id} did not start within "
-                         f"{_LEADER_START} s, so the project directory could not be uploaded: "
-                         "see `kubectl describe job womm-task-" + task_id + "` for why (the "
-                         "task was deleted).")
+    pod = _running_leader(core, task_id, namespace)
+    cwd = cwd.resolve()
     name = pod.metadata.name
     pods = Pods(context, namespace, task="")
     errors: list[bytes] = []

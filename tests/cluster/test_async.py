@@ -223,3 +223,26 @@ def test_async_with_an_eager_share_the_workers_see_the_project(
         assert "No such file or directory" in lines[1], record  # ignored files stay home
         assert lines[2] == f"job {record['inputs'][0]}"
     assert _task_objects(cluster, namespace, task_id) == []
+
+
+def test_async_eager_share_with_a_leader_that_cannot_start_fails_fast_and_leaves_nothing(
+        cluster, namespace, leader_setup, tmp_path):
+    _apply(cluster, [dict(d) for d in yaml.safe_load_all(yaml.safe_dump_all(leader_setup))],
+           namespace)
+    (tmp_path / "input.txt").write_text("data\n")
+    run = _womm(cluster, "parallel", "--async", "--share", "eager", "--namespace", namespace,
+                "--image", cluster.base_image, "--kube-pods", "1", "--leader-image",
+                f"{cluster.registry}/womm/no-such-leader:missing", "--", "cat {}", ":::",
+                "input.txt", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "did not run (pod womm-task-" in run.stderr, run.stderr
+    assert "ErrImagePull" in run.stderr or "ImagePullBackOff" in run.stderr, run.stderr
+    assert "the task was deleted" in run.stderr
+    assert run.stdout == ""
+    api = cluster.api_client()
+    left = client.CoreV1Api(api).list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=womm,womm/role=root").items
+    assert left == []
+    jobs = [job for job in client.BatchV1Api(api).list_namespaced_job(namespace).items
+            if job.metadata.deletion_timestamp is None]
+    assert jobs == []
