@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def shared_claim(cluster, namespace, tmp_path_factory):
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
                  "volumeName": pv_name, "resources": {"requests": {"storage": "1Gi"}}}})
     try:
+        # As an admin's claim would be: bound before anything uses it (the PV controller
+        # binds it on its next pass).
+        deadline = time.monotonic() + 120
+        while core.read_namespaced_persistent_volume_claim(
+                "lab-data", namespace).status.phase != "Bound":
+            assert time.monotonic() < deadline, "the claim was never bound"
+            time.sleep(0.5)
         yield "lab-data", directory
     finally:
         try:
