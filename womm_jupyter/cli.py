@@ -178,7 +178,8 @@ def _parallel_async(options: ParallelOptions, parallel_args: list[str]) -> int:
             raise OptionError("womm parallel --async: give the inputs after ::: or on standard "
                               "input (the client does not stay to read a terminal).")
         data = sys.stdin.buffer.read()
-    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data)
+    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data,
+                  report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
     scope = f" --namespace {done.namespace}" if options.namespace else ""
     print(f"womm: task {done.task_id} started in namespace {done.namespace} (leader image "
           f"{done.leader_image}); it runs on without this terminal.\n"
@@ -217,6 +218,16 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
         print(f"womm: leader image {image} pushed; the ConfigMap below records it",
               file=sys.stderr)
         docs.append(leader_image_record(image, docs[0]["metadata"].get("namespace")))
+    if options.shared_pvc:
+        import re
+
+        from .shared import settings_record
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", options.shared_pvc):
+            raise OptionError(f"--shared-pvc: {options.shared_pvc!r} is not a claim's name "
+                              "(lower-case letters, digits, '-' and '.'): give the name of "
+                              "an existing PersistentVolumeClaim of the namespace")
+        docs.append(settings_record(options.shared_pvc, docs[0]["metadata"].get("namespace")))
     print(yaml.safe_dump_all(docs, sort_keys=False), end="")
     return 0
 

@@ -27,6 +27,7 @@ from .options import (
     PodExecOptions,
     PodLogGrepOptions,
     PodSaveLogOptions,
+    PodShellOptions,
     PodsOptions,
     add_arguments,
     resolve,
@@ -46,7 +47,12 @@ _POD_VERBS: dict[str, tuple[type, str]] = {
     "loggrep": (PodLogGrepOptions, "print the names of the chosen pods whose log matches"),
     "delete": (PodsOptions, "delete the chosen pods; print their names"),
     "exec": (PodExecOptions, "run a command in each named pod: womm pods exec NAME -- CMD"),
+    "shell": (PodShellOptions, "open an interactive shell (or COMMAND) on a terminal in one "
+                               "running pod"),
 }
+
+_POD_USAGE = {"exec": "womm pods exec [options] [NAME ...] -- COMMAND [ARG ...]",
+              "shell": "womm pods shell [options] [NAME] [-- COMMAND [ARG ...]]"}
 
 _PODS_EPILOG = """\
 Pods: your womm pods of the namespace (--all-pods: every pod). Names come from the arguments,
@@ -59,6 +65,7 @@ examples:
   womm pods names --completed | womm pods savelog logs/
   womm pods names --errored | womm pods loggrep 'Traceback' | womm pods delete
   womm pods exec womm-k3xq9m2a-1-0-run -- df -h /
+  womm pods names --running --task k3xq9m2a | head -1 | womm pods shell
 """
 
 _EXPERIMENT_EPILOG = """\
@@ -94,8 +101,7 @@ def add_parsers(verbs: Any) -> None:
     for name, (options, text) in _POD_VERBS.items():
         verb = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                               allow_abbrev=False, epilog=_PODS_EPILOG, formatter_class=raw,
-                              usage=("womm pods exec [options] [NAME ...] -- COMMAND [ARG ...]"
-                                     if name == "exec" else None))
+                              usage=_POD_USAGE.get(name))
         add_arguments(verb, options)
 
     sanitize = verbs.add_parser(
@@ -225,6 +231,10 @@ def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
             raise OptionError(f"womm pods loggrep: {options.pattern!r} is not a regular "
                               f"expression ({exc})") from None
     names: list[str] | None = list(options.names) or _stdin_names()
+    if verb == "shell":
+        from .cli_podshell import pod_shell
+
+        return pod_shell(options, names, command)
     if verb == "exec" and not names:
         raise OptionError("womm pods exec: name the pods (or pipe their names in), then the "
                           "command after `--`: womm pods exec NAME -- CMD")
@@ -332,7 +342,7 @@ def main(args: Sequence[str]) -> int:
 
     args = list(args)
     command: list[str] = []
-    if args[:2] == ["pods", "exec"] and "--" in args:
+    if args[:2] in (["pods", "exec"], ["pods", "shell"]) and "--" in args:
         split = args.index("--")
         args, command = args[:split], args[split + 1:]
     parsed = build_parser().parse_args(args)

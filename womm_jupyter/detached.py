@@ -24,25 +24,30 @@ import base64
 import csv
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import _parallel, manifests, share
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
-from .errors import BackendError, ImageError, OptionError, TaskNotFoundError
+from .errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from .naming import owner as current_owner
 from .naming import task_object_name
 from .options import ParallelOptions
 
-__all__ = ["PART_BYTES", "Submitted", "download", "finish", "logs", "submit", "tasks"]
+__all__ = ["PART_BYTES", "SHARE_READY", "Submitted", "download", "finish", "logs", "submit",
+           "tasks"]
 
 PART_BYTES = 512 * 1024  # well under a ConfigMap's 1 MiB, base64 included
+SHARE_READY = "/tmp/womm-share-uploaded"  # in the leader's pod: the client's upload is whole
+_LEADER_START = 300  # seconds the client waits for the leader's pod to upload an eager share
+_UPLOAD_WAIT = 900  # seconds the leader waits for that upload
 _MAX_INPUT = 700 * 1024
 
 
@@ -86,11 +91,13 @@ def _leader_image(core: Any, namespace: str, explicit: str) -> str:
 
 
 def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
-           stdin: bytes | None) -> Submitted:
-    """Upload the run and create its leader Job; returns at once.
+           stdin: bytes | None, report: Callable[[str], None] | None = None) -> Submitted:
+    """Upload the run and create its leader Job; returns at once, or with an eager share
+    once the project directory is in the leader's pod (the leader then uploads it to each
+    worker, as a client would).
 
     ``stdin``: the input lines (GNU parallel's standard input), or None when the arguments
-    carry the inputs (``:::``).
+    carry the inputs (``:::``). ``report``: progress of the share's upload.
 
     Raises
     ------
@@ -103,6 +110,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
 
     from .backends import kubernetes_configured
     from .backends.kubernetes import _api_error
+    from .shared import shared_claim
 
     if options.backend in ("docker", "local") or (options.backend == "auto"
                                                    and not kubernetes_configured()
@@ -114,12 +122,11 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
         raise OptionError("--async cannot be used with a lazy share: the workers would read "
                           "your directory from this machine after you disconnect. Run with "
                           "--share none, or without --async.")
-    if method != "none":
-        # The leader in the cluster does not have your directory to upload from.
-        raise OptionError(f"--async does not support the {method} share yet: the leader in "
-                          "the cluster has no copy of your directory to upload. Run with "
-                          "--share none (the workers see the image's files), or without "
-                          "--async.")
+    if method == "eager-syncback":
+        raise OptionError("--async cannot be used with an eager-syncback share: files come "
+                          "back to your directory only while the client waits for the run. "
+                          "Run with --share eager (the output comes back through `womm "
+                          "finish`), or without --async.")
     if options.local_procs:
         raise OptionError("--local-procs cannot be used with --async: the coordinator runs in "
                           "the cluster, not on this machine.")
@@ -151,7 +158,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     name = task_object_name(task_id)
     leader_options = dataclasses.replace(options, async_=False, backend="kubernetes",
                                          context="", namespace=namespace, leader_image="",
-                                         share="none")
+                                         share=method)
     spec = {"options": dataclasses.asdict(leader_options), "argv": list(args.argv),
             "cwd": str(cwd.resolve()), "created": time.time()}
     annotations = {"womm/cwd": str(cwd.resolve()), "womm/command": " ".join(args.argv),
@@ -167,11 +174,81 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     try:
         batch.create_namespaced_job(namespace, manifests.leader_job(
             task_id=task_id, owner=owner, root_uid=created.metadata.uid, image=image,
-            annotations=annotations))
+            annotations=annotations, shared_claim=shared_claim(core, namespace)))
     except ApiException as exc:
         core.delete_namespaced_config_map(name, namespace)
         raise _api_error(exc, "create the leader Job", namespace) from exc
+    if method == "eager":
+        try:
+            _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
+        except BaseException:
+            # Nothing half-made stays: the Job at once (its pod follows), then the root.
+            batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            core.delete_namespaced_config_map(name, namespace, propagation_policy="Background")
+            raise
     return Submitted(task_id, namespace, image)
+
+
+def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
+    """The leader's pod once it runs; ShareError when it cannot start (a bad image) or has not
+    within :data:`_LEADER_START` seconds."""
+    from kubernetes import watch
+
+    from .backends.kubernetes import _FATAL_WAITING
+
+    selector = f"{manifests.LABEL_LEADER}={task_id}"
+    why = "no pod yet"
+    listed = core.list_namespaced_pod(namespace, label_selector=selector)
+    stream = watch.Watch()
+    events = ({"type": "LISTED", "object": pod} for pod in listed.items)
+    watched = stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
+                            resource_version=listed.metadata.resource_version,
+                            timeout_seconds=_LEADER_START)
+    for event in itertools.chain(events, watched):
+        pod = event["object"]
+        if event["type"] == "DELETED":
+            continue
+        if pod.status.phase == "Running":
+            stream.stop()
+            return pod
+        why = f"pod {pod.metadata.name}: phase {pod.status.phase}"
+        waiting = [status.state.waiting for status in pod.status.container_statuses or []
+                   if status.state and status.state.waiting and status.state.waiting.reason]
+        why += "".join(f", {w.reason}: {w.message or ''}".rstrip(": ") for w in waiting)
+        if pod.status.phase in ("Succeeded", "Failed") or any(
+                w.reason in _FATAL_WAITING for w in waiting):
+            stream.stop()  # it will not run: say why now, not after the timeout
+            break
+    raise ShareError(f"the leader of task {task_id} did not run ({why}), so the project "
+                     "directory could not be uploaded; the task was deleted. Check the leader "
+                     "image (`womm cluster-setup --build`, or --leader-image) and try again.")
+
+
+def _upload_to_leader(core: Any, task_id: str, namespace: str, context: str, cwd: Path,
+                      report: Callable[[str], None] | None) -> None:
+    """rsync ``cwd`` into the leader's pod at the same path, then tell the leader it is all
+    there (:data:`SHARE_READY`); the leader uploads it to each worker before it takes jobs."""
+    from .pods import Pods
+
+    pod = _running_leader(core, task_id, namespace)
+    cwd = cwd.resolve()
+    name = pod.metadata.name
+    pods = Pods(context, namespace, task="")
+    errors: list[bytes] = []
+
+    def run(*argv: str) -> None:
+        code = pods.exec(name, argv, lambda data: None, errors.append)
+        if code != 0:
+            raise ShareError(f"preparing the leader pod {name} for the upload failed (exit "
+                             f"status {code}).", b"".join(errors).decode(errors="replace"))
+
+    run("mkdir", "-p", str(cwd))
+    result = share.push(cwd, name, namespace=namespace, context=context, report=report)
+    run("touch", SHARE_READY)
+    if report is not None:
+        report(f"share: the leader holds {result.files} files, "
+               f"{share.size_text(result.total_bytes)} (sent in {result.seconds:.1f} s); it "
+               "uploads them to each worker")
 
 
 # -- status, logs, finish ---------------------------------------------------------------------
@@ -457,6 +534,21 @@ class _Sink:
         self.core.create_namespaced_config_map(self.namespace, body)
 
 
+def _await_upload(cwd: Path) -> None:
+    """In the leader: wait until the client's upload of the eager share is whole."""
+    print(f"womm: waiting for the client to upload {cwd} (eager share)", file=sys.stderr,
+          flush=True)
+    ready = Path(SHARE_READY)
+    deadline = time.monotonic() + _UPLOAD_WAIT
+    while not ready.exists():  # a local file the client creates by exec: nothing to watch
+        if time.monotonic() > deadline:
+            raise ShareError(f"the client did not finish uploading {cwd} within {_UPLOAD_WAIT}"
+                             " s (was it stopped?): run the task again.")
+        time.sleep(0.5)
+    print("womm: the project directory is here; the workers get it before they take jobs",
+          file=sys.stderr, flush=True)
+
+
 def leader_main() -> int:
     """Entry point of the leader Job (``python3 -m womm_jupyter.leader``)."""
     import signal
@@ -526,6 +618,8 @@ def leader_main() -> int:
     outcome: dict[str, Any] = {"exit_code": None, "error": "",
                                "ended": dt.datetime.now(dt.UTC).isoformat()}
     try:
+        if options.share == "eager":
+            _await_upload(cwd)
         outcome["exit_code"] = dispatch.run()
     except KeyboardInterrupt:
         outcome["error"] = "cancelled (the leader was stopped, e.g. by `womm finish`)"

@@ -191,6 +191,7 @@ class Experiment:
         self._waiting_reported: set[str] = set()
         self._listeners: list[Callable[[ExperimentEvent], None]] = []
         self._root_uid = ""
+        self._shared_claim = ""  # the namespace's /shared (read once the experiment starts)
         self.finished_elsewhere = False  # `womm finish ID` deleted it while it ran
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"womm-experiment-{self.id}")
@@ -318,7 +319,9 @@ class Experiment:
         from kubernetes.client.exceptions import ApiException
 
         from .backends.kubernetes import _api_error
+        from .shared import shared_claim
 
+        self._shared_claim = shared_claim(self.core, self.namespace)
         self._create_root()
         try:
             listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
@@ -497,7 +500,8 @@ class Experiment:
             name=name, image=self.options.image, command=task.command, labels=labels,
             annotations=annotations, cpu=f"{self.options.kube_cpu:g}",
             memory=self.options.kube_mem,
-            root=(task_object_name(self.id), self._root_uid) if self._root_uid else None)
+            root=(task_object_name(self.id), self._root_uid) if self._root_uid else None,
+            shared_claim=self._shared_claim)
         try:
             self.core.create_namespaced_pod(self.namespace, body)
         except ApiException as exc:

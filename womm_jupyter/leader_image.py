@@ -2,9 +2,10 @@
 
 Three layers, pushed with ``crane`` to the registry of ``--prefix``:
 
-1. Debian bookworm minbase with python3, perl and ca-certificates, made by ``mmdebstrap``
-   from Debian's mirror (cached: ``$WOMM_CACHE/leader/rootfs-bookworm.tar``, about a minute
-   the first time).
+1. Debian bookworm minbase with python3, perl, ca-certificates and rsync (the leader uploads
+   an eager share to its workers), made by ``mmdebstrap`` from Debian's mirror (cached:
+   ``$WOMM_CACHE/leader/rootfs-bookworm-<packages digest>.tar``, about a minute the first
+   time).
 2. The leader's Python dependencies (kubernetes, PyYAML), installed by this machine's pip
    with ``--target`` for the image's Python (bookworm: CPython 3.11, manylinux wheels only),
    so pip never runs inside the image (cached too).
@@ -34,6 +35,9 @@ __all__ = ["IMAGE_PYTHON", "build_leader_image", "cache_dir"]
 IMAGE_PYTHON = "3.11"  # Debian bookworm's python3
 _SITE = f"usr/local/lib/python{IMAGE_PYTHON}/dist-packages"  # on bookworm's sys.path
 _DEPENDENCIES = ("kubernetes>=30", "pyyaml>=6")
+_PACKAGES = ("python3", "perl", "ca-certificates", "rsync")
+# The cached root filesystem and the image tag change with the package list.
+_ROOTFS_KEY = hashlib.sha256(",".join(_PACKAGES).encode()).hexdigest()[:8]
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -61,7 +65,7 @@ def _tool(name: str, hint: str) -> str:
 
 
 def _rootfs(progress: Callable[[str], None]) -> Path:
-    tarball = cache_dir() / "rootfs-bookworm.tar"
+    tarball = cache_dir() / f"rootfs-bookworm-{_ROOTFS_KEY}.tar"
     if tarball.is_file() and tarball.stat().st_size:
         return tarball
     mmdebstrap = _tool("mmdebstrap", "apt-get install mmdebstrap")
@@ -69,7 +73,7 @@ def _rootfs(progress: Callable[[str], None]) -> Path:
              f"{tarball} (about a minute, once)")
     partial = tarball.with_suffix(".part")
     _run([mmdebstrap, "--quiet", "--format=tar", "--variant=minbase",
-          "--include=python3,perl,ca-certificates", "bookworm", str(partial)],
+          "--include=" + ",".join(_PACKAGES), "bookworm", str(partial)],
          "running mmdebstrap")
     partial.replace(tarball)
     return tarball
@@ -120,7 +124,7 @@ def _womm_layer(directory: Path) -> tuple[Path, str]:
         info = tarfile.TarInfo(f"{_SITE}/womm_jupyter/_vendor/LEADER")
         info.size = len(marker)
         tar.addfile(info, io.BytesIO(marker))
-    digest = hashlib.sha256(layer.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(layer.read_bytes() + _ROOTFS_KEY.encode()).hexdigest()[:16]
     return layer, digest
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import shared
 from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
 from .naming import task_object_name
 
@@ -41,11 +42,18 @@ def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
         "workingDir": str(plan.cwd),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": resources, "limits": resources},
-        "volumeMounts": [{"name": "womm-run", "mountPath": AGENT_SOCKET_DIR}],
+        "volumeMounts": [{"name": "womm-run", "mountPath": AGENT_SOCKET_DIR}]
+        + ([shared.mount()] if plan.shared_claim else []),
         "readinessProbe": {"exec": {"command": ["test", "-S", f"{AGENT_SOCKET_DIR}/agent.sock"]},
                            "periodSeconds": 1, "failureThreshold": 1},
         "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
     }
+
+
+def _volumes(shared_claim: str) -> list[dict[str, Any]]:
+    """A worker's volumes: the agent's socket directory, and /shared when there is one."""
+    return [{"name": "womm-run", "emptyDir": {}}] + (
+        [shared.volume(shared_claim)] if shared_claim else [])
 
 
 def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
@@ -63,7 +71,7 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {"containers": [container],
-                         "volumes": [{"name": "womm-run", "emptyDir": {}}],
+                         "volumes": _volumes(plan.shared_claim),
                          "automountServiceAccountToken": False,
                          "terminationGracePeriodSeconds": 2,
                          "enableServiceLinks": False},
@@ -82,7 +90,7 @@ def shell_pod(plan: LaunchPlan, name: str, agent_source: str) -> dict[str, Any]:
             "metadata": {"name": name, "labels": {**task_labels(plan), "womm/kind": "shell"},
                          "annotations": _annotations(plan)},
             "spec": {"containers": [container], "restartPolicy": "Never",
-                     "volumes": [{"name": "womm-run", "emptyDir": {}}],
+                     "volumes": _volumes(plan.shared_claim),
                      "automountServiceAccountToken": False,
                      "terminationGracePeriodSeconds": 2, "enableServiceLinks": False}}
 
@@ -159,7 +167,8 @@ def cluster_setup(namespace: str | None = None, *, fsserver_image: str = "",
 
 def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str],
                    annotations: dict[str, str], cpu: str, memory: str,
-                   root: tuple[str, str] | None = None) -> dict[str, Any]:
+                   root: tuple[str, str] | None = None,
+                   shared_claim: str = "") -> dict[str, Any]:
     """One task of an experiment: ``sh -c COMMAND`` in ``image``, run once (never restarted
     by the kubelet: the experiment decides about retries). ``root`` is the experiment's root
     ConfigMap (name, uid): the pod is owned by it, so deleting the root deletes the pod."""
@@ -168,7 +177,7 @@ def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str
     if root is not None:
         metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
                                         "name": root[0], "uid": root[1]}]
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
@@ -187,6 +196,10 @@ def experiment_pod(*, name: str, image: str, command: str, labels: dict[str, str
             "terminationGracePeriodSeconds": 2,
         },
     }
+    if shared_claim:
+        pod["spec"]["containers"][0]["volumeMounts"] = [shared.mount()]
+        pod["spec"]["volumes"] = [shared.volume(shared_claim)]
+    return pod
 
 
 def experiment_root(*, task_id: str, owner: str,
@@ -249,7 +262,7 @@ def detached_root(*, task_id: str, owner: str, annotations: dict[str, str],
 
 
 def leader_job(*, task_id: str, owner: str, root_uid: str, image: str,
-               annotations: dict[str, str]) -> dict[str, Any]:
+               annotations: dict[str, str], shared_claim: str = "") -> dict[str, Any]:
     """The --async coordinator: Job ``womm-task-<id>`` of the womm-leader ServiceAccount,
     run once (a second attempt would run the jobs again), owned by the root ConfigMap."""
     name = task_object_name(task_id)
@@ -279,11 +292,13 @@ def leader_job(*, task_id: str, owner: str, root_uid: str, image: str,
                                 {"name": "PYTHONUNBUFFERED", "value": "1"}],
                         "resources": {"requests": resources, "limits": resources},
                         "volumeMounts": [{"name": "inputs", "mountPath": LEADER_MOUNT,
-                                          "readOnly": True}],
+                                          "readOnly": True}]
+                        + ([shared.mount()] if shared_claim else []),
                         "securityContext": {"allowPrivilegeEscalation": False,
                                             "privileged": False},
                     }],
-                    "volumes": [{"name": "inputs", "configMap": {"name": name}}],
+                    "volumes": [{"name": "inputs", "configMap": {"name": name}}]
+                    + ([shared.volume(shared_claim)] if shared_claim else []),
                 },
             },
         },

@@ -31,6 +31,7 @@ __all__ = [
     "PodExecOptions",
     "PodLogGrepOptions",
     "PodSaveLogOptions",
+    "PodShellOptions",
     "PodsOptions",
     "SetupOptions",
     "ShellOptions",
@@ -197,6 +198,9 @@ class ClusterSetupOptions:
                                  "storage class (default: an emptyDir, lost with its pod)",
                                  metavar="NAME")
     storage_size: str = _option("10Gi", help="size of that PVC", metavar="SIZE")
+    shared_pvc: str = _option("", help="an existing PersistentVolumeClaim (ReadWriteMany) that "
+                              "every pod womm creates in the namespace mounts at /shared; "
+                              "recorded in ConfigMap womm-settings", metavar="NAME")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +305,16 @@ class PodExecOptions(_PodSelection):
 
     names: tuple[str, ...] = _option((), help=_NAMES_HELP, metavar="NAME", positional="*",
                                      shown_default="read from standard input")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PodShellOptions(_PodSelection):
+    """Options of ``womm pods shell NAME [-- COMMAND]``."""
+
+    names: tuple[str, ...] = _option((), help="the pod's name", metavar="NAME", positional="*",
+                                     shown_default="the one name on standard input")
+    container: str = _option("", help="container to open the shell in", metavar="NAME",
+                             shown_default="the pod's first")
 
 
 @dataclasses.dataclass(frozen=True)

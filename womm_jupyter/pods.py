@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
+import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,9 +28,12 @@ from .backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from .errors import OptionError, PodNotFoundError
 from .naming import owner
 
-__all__ = ["STATES", "PodFilter", "Pods", "pod_state"]
+__all__ = ["STATES", "PodFilter", "PodTerminal", "Pods", "pod_state"]
 
 STATES = ("completed", "oom", "errored", "running", "pending", "terminating")
+# What `womm pods shell` runs when no command is given: bash when the image has it.
+INTERACTIVE_SHELL = ("/bin/sh", "-c",
+                     "if command -v bash >/dev/null 2>&1; then exec bash -i; fi; exec sh -i")
 _BAD_WAITING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                 "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
@@ -220,6 +225,37 @@ class Pods:
             response.close()
         return int(code) if code is not None else 1
 
+    def terminal(self, name: str, command: Sequence[str] = INTERACTIVE_SHELL,
+                 container: str = "") -> PodTerminal:
+        """Open ``command`` (an interactive shell by default) on a terminal in pod ``name``,
+        which must be running; see :class:`PodTerminal`."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        container = self.running_container(name, container)
+        api = client.CoreV1Api(client.ApiClient(self._api.configuration))
+        response = self._call(f"open a terminal in pod {name}", stream,
+                              api.connect_get_namespaced_pod_exec, name, self.namespace,
+                              container=container, command=list(command),
+                              stdin=True, stdout=True, stderr=False, tty=True,
+                              _preload_content=False, binary=True)
+        return PodTerminal(response)
+
+    def running_container(self, name: str, container: str = "") -> str:
+        """``container`` (default: the first) of pod ``name``, after checking that the pod is
+        in scope and running and has that container; else OptionError/PodNotFoundError."""
+        pod = self.list(names=[name])[0]
+        state = pod_state(pod)
+        if state != "running":
+            raise OptionError(f"womm pods shell: pod {name} is {state}: a shell needs a running "
+                              "pod (`womm pods names --running` lists them); its log is in "
+                              f"`womm pods logs {name}`.")
+        containers = [c.name for c in pod.spec.containers]
+        if container and container not in containers:
+            raise OptionError(f"--container: pod {name} has no container {container!r}; it has "
+                              + ", ".join(containers) + ".")
+        return container or str(containers[0])
+
     def describe(self, pod: Any) -> str:
         """A readable account of the pod: where and what it runs, its state, its events."""
         meta, spec, status = pod.metadata, pod.spec, pod.status
@@ -260,6 +296,63 @@ class Pods:
         for event in sorted(events, key=lambda e: str(e.last_timestamp or e.event_time or "")):
             lines.append(f"  {event.type:<8} {event.reason:<18} {event.message or ''}")
         return "\n".join(lines)
+
+
+class PodTerminal:
+    """A command on a TTY in a pod (an exec stream with ``tty=True``), for a face to join to
+    a local terminal: wait until :meth:`fileno` is readable (or :meth:`ready` is true), then
+    :meth:`read`; :meth:`write` what is typed, :meth:`resize` on window changes. Once
+    :attr:`closed`, :attr:`returncode` is the command's exit status as the pod reports it.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._status = b""
+        self.closed = False
+
+    def fileno(self) -> int:
+        """The stream's socket, for ``select``."""
+        return int(self._stream.sock.sock.fileno())
+
+    def ready(self) -> bool:
+        """Whether bytes are already decrypted and waiting (``select`` cannot see those)."""
+        raw = self._stream.sock.sock
+        return isinstance(raw, ssl.SSLSocket) and raw.pending() > 0
+
+    def read(self) -> bytes:
+        """The terminal's output received so far (b"" and :attr:`closed` at the end)."""
+        from .backends._wsframes import read_frames
+
+        received, closed = read_frames(self._stream)
+        self._status += received.get(3, b"")
+        self.closed = self.closed or closed
+        return received.get(1, b"")
+
+    def write(self, data: bytes) -> None:
+        """Send typed bytes (Ctrl-C included: the remote terminal makes it a signal)."""
+        self._stream.write_stdin(data)
+
+    def resize(self, rows: int, columns: int) -> None:
+        """Tell the remote terminal its window size."""
+        self._stream.write_channel(4, json.dumps({"Width": columns, "Height": rows}))
+
+    @property
+    def returncode(self) -> int:
+        """The command's exit status (255 when the pod reported none, e.g. it was deleted)."""
+        if not self._status:
+            return 255
+        status = json.loads(self._status)
+        if status.get("status") == "Success":
+            return 0
+        for cause in (status.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode":
+                return int(cause.get("message", 1))
+        return 255
+
+    def close(self) -> None:
+        """Close the stream (the remote command gets a hang-up)."""
+        self.closed = True
+        self._stream.close()
 
 
 def _describe_state(state: Any) -> str:

@@ -94,6 +94,7 @@ def _kubernetes_shell(options: ShellOptions, cwd: Path, command: str | None) -> 
     from .backends.kube_shell import KubernetesShell
     from .backends.kubernetes import KubernetesBackend
     from .options import ParallelOptions
+    from .shared import shared_claim
 
     backend = KubernetesBackend(options.context, options.namespace)
     task_id = new_task_id()
@@ -103,7 +104,8 @@ def _kubernetes_shell(options: ShellOptions, cwd: Path, command: str | None) -> 
     plan = LaunchPlan(task_id=task_id, owner=owner(), cwd=cwd, command=command or "womm shell",
                       options=pod_options, workers=(), shell="/bin/sh",
                       client_path="", created=time.time(), coordinator_pid=os.getpid(),
-                      host=socket.gethostname(), image=options.image)
+                      host=socket.gethostname(), image=options.image,
+                      shared_claim=shared_claim(backend.core, backend.namespace))
     return KubernetesShell(backend, plan, command, start_timeout=pod_options.start_timeout)
 
 

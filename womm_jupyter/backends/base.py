@@ -48,6 +48,8 @@ class LaunchPlan:
     # Called with a worker's name (a pod's, on Kubernetes) from a backend thread once it is
     # running and before it takes jobs (the eager share's upload); an exception keeps it out.
     prepare: Callable[[str], None] | None = None
+    # The namespace's shared PersistentVolumeClaim, mounted at /shared (see shared.py).
+    shared_claim: str = ""
 
 
 @dataclass(frozen=True)

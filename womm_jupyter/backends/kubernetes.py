@@ -8,6 +8,7 @@ take the free worker places. A Lease owned by the Deployment is the coordinator'
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import threading
@@ -111,6 +112,9 @@ class KubernetesBackend(Backend):
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         from kubernetes.client.exceptions import ApiException
 
+        from ..shared import shared_claim
+
+        plan = dataclasses.replace(plan, shared_claim=shared_claim(self.core, self.namespace))
         self._plan, self._on_gone = plan, on_gone
         self._free = list(plan.workers)
         for worker in plan.workers:

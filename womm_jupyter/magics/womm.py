@@ -179,7 +179,9 @@ class WommMagics(Magics):
             from ..detached import submit
 
             data = None if has_sources else "".join(f"{text}\n" for text in inputs).encode()
-            done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data)
+            done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data,
+                          report=lambda text: print(f"womm: {text}", file=sys.stderr,
+                                                    flush=True))
             print(f"womm: task {done.task_id} started in namespace {done.namespace}; follow it "
                   f"with %womm_logs {done.task_id} -f, collect and clean up with "
                   f"%womm_finish {done.task_id}", file=sys.stderr, flush=True)
