@@ -127,6 +127,13 @@ sub serve {
     if ($job == 0) {
         POSIX::setsid();
         for (@env) { my ($k, $v) = split /=/, $_, 2; $ENV{$k} = $v; }
+        # Enter the project directory afresh for each job: a lazy share mounts it after the
+        # agent started, and the agent's own cwd is still the directory underneath the mount.
+        # A mount that broke (ENOTCONN) fails the job here instead of running it elsewhere.
+        if (defined $opt{cwd} && $opt{cwd} ne '' && !chdir $opt{cwd}) {
+            syswrite($err_w, "womm-agent: cannot enter $opt{cwd}: $!\n");
+            POSIX::_exit(126);
+        }
         open(STDIN, '<&', $in_r);
         open(STDOUT, '>&', $out_w);
         open(STDERR, '>&', $err_w);
