@@ -48,6 +48,9 @@ class LaunchPlan:
     # Called with a worker's name (a pod's, on Kubernetes) from a backend thread once it is
     # running and before it takes jobs (the eager share's upload); an exception keeps it out.
     prepare: Callable[[str], None] | None = None
+    # Workers must be able to mount FUSE (a lazy share with --privileged-fuse): on
+    # Kubernetes the pods then run privileged.
+    fuse: bool = False
 
 
 @dataclass(frozen=True)

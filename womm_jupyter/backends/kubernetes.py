@@ -214,21 +214,33 @@ class KubernetesBackend(Backend):
         with self._lock:
             return sorted(self._relays)
 
+    def exec_stream(self, pod: str, command: list[str]) -> Any:
+        """A binary exec stream (stdin open, not preloaded) running ``command`` in ``pod``;
+        read it with ``_wsframes``."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        # stream() patches its ApiClient while it runs: give each stream a client of its own.
+        api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
+        return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
+                      command=command, stdin=True, stdout=True, stderr=True, tty=False,
+                      _preload_content=False, binary=True)
+
     def _stream_opener(self, pod: str) -> Any:
         mux = _paths.transport_file("mux.pl").read_text()
+        return functools.partial(self.exec_stream, pod,
+                                 ["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"])
 
-        def open_stream() -> Any:
-            from kubernetes import client
-            from kubernetes.stream import stream
-
-            # stream() patches its ApiClient while it runs: give each pod a client of its own.
-            api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
-            return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
-                          command=["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"],
-                          stdin=True, stdout=True, stderr=True, tty=False,
-                          _preload_content=False, binary=True)
-
-        return open_stream
+    def replace_worker(self, pod: str, why: str) -> None:
+        """Take ``pod`` out of the run at once and delete it; the Deployment starts another
+        (a lazy share whose mount broke: its jobs must not run in the empty directory)."""
+        self._detach(pod, why)
+        if self._stop.is_set():
+            return
+        try:
+            self.core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=1)
+        except Exception as exc:  # gone already, or not ours to delete: it stays detached
+            self._problems[pod] = f"could not delete it after its mount ended: {exc}"
 
     def _relay_closed(self, pod: str, why: str) -> None:
         if "Forbidden" in why or "(403)" in why:
