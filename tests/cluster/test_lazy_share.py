@@ -122,6 +122,23 @@ def test_lazy_without_the_opt_in_is_refused_with_the_reason_and_async_lazy_too(
     assert client.BatchV1Api(api).list_namespaced_job(namespace).items == []
 
 
+def test_lazy_with_an_image_without_sshfs_is_a_clear_error(cluster, namespace, tmp_path):
+    run = subprocess.run(["womm", "parallel", "--backend", "kubernetes", "--namespace",
+                          namespace, "--image", cluster.base_image, "--kube-pods", "1",
+                          "--kube-cpu", CPU, "--kube-mem", "128Mi", "--start-timeout", "180",
+                          "--share", "lazy", "--privileged-fuse", "--", "true", ":::", "1"],
+                         cwd=tmp_path, env=_env(cluster), text=True, capture_output=True,
+                         timeout=400)
+    print(run.stderr)
+    assert run.returncode == 1
+    assert "womm: error: the workers cannot start: pod " in run.stderr
+    assert f"mounting {tmp_path} in pod " in run.stderr
+    assert "with sshfs failed: the worker image has no sshfs. Add it in `womm setup`" \
+        in run.stderr
+    assert "sshfs: not found" in run.stderr and "ended (exit status 127)" in run.stderr
+    assert _sftp_servers(tmp_path) == []
+
+
 # Job 1 reads a file, lists the directory (sshfs caches listings), writes a file, then lists
 # the directory until a file this machine creates during the run shows up; job 2 (a later job
 # on the same pod) reads that file.

@@ -147,9 +147,8 @@ class LazyMount:
         said = self.remote_stderr.strip()
         details = "\n".join(filter(None, (
             f"pod {self.pod}: {said}" if said else "",
-            f"pod {self.pod}: the mount command ended ({self.status})" if self.status else "",
             f"sftp-server: {self.server_stderr.strip()}" if self.server_stderr.strip() else "",
-            self.reason)))
+            f"pod {self.pod}: {self.reason}" if self.reason else "")))
         what = f"share: mounting {self.directory} in pod {self.pod} with sshfs failed"
         if "sshfs: not found" in said or "sshfs: command not found" in said:
             return ShareError(f"{what}: the worker image has no sshfs. Add it in `womm setup` "
@@ -247,6 +246,8 @@ class LazyMount:
                 if 3 in received:
                     self.status = _exit_status(received[3])
                 if closed:
+                    if self.status:
+                        return f"the mount command in the pod ended ({self.status})"
                     return "the pod's stream closed (pod stopped or deleted)"
             if "server-in" in ready and pending:
                 try:
