@@ -357,7 +357,7 @@ class Dispatch:
             self._mounts.pop(pod, None)
             if self._unmounting:
                 return
-        self._share_notes.put(f"womm: share: pod {pod} lost {why}; it is replaced")
+        self._share_notes.put(f"womm: share: pod {pod}: {why}; it is replaced")
         from .backends.kubernetes import KubernetesBackend
 
         if isinstance(backend, KubernetesBackend):

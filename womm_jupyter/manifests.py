@@ -51,7 +51,9 @@ def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
         # The agent travels inline: any image with perl serves, nothing is baked in.
         "command": ["perl", "-e", agent_source, "--", "--listen",
                     f"{AGENT_SOCKET_DIR}/agent.sock", "--name", "", "--cwd", str(plan.cwd),
-                    "--shell", plan.shell, "--alias", plan.client_path],
+                    "--shell", plan.shell, "--alias", plan.client_path,
+                    # Jobs of a lazy share refuse to run unless the project is mounted.
+                    *(["--mounted", "1"] if plan.fuse else [])],
         "workingDir": str(plan.cwd),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": resources, "limits": resources},

@@ -258,6 +258,47 @@ def test_lazy_share_reads_sees_new_local_files_and_writes_back(cluster, namespac
     assert apps.list_namespaced_deployment(namespace).items == []
 
 
+def test_a_pod_whose_mount_ends_is_replaced_and_no_job_runs_unmounted(cluster, namespace,
+                                                                     lazy_project):
+    project, env = lazy_project
+    argv = _lazy_run(namespace, "--retries", "3", "sleep 1; sha256sum data.bin; "
+                     "echo worker $WOMM_WORKER", ":::", *map(str, range(10)))
+    proc = subprocess.Popen(argv, cwd=project, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    lines, mounted = _stderr_lines(proc)
+    try:
+        assert mounted.wait(400), "".join(lines)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # a job has run: the mount ends while the next runs
+        task_id = re.search(r"deployment\.apps/womm-task-(\w+) created",
+                            "".join(lines)).group(1)
+        core = client.CoreV1Api(cluster.api_client())
+        pod = next(p for p in core.list_namespaced_pod(
+            namespace, label_selector=f"womm/task={task_id}").items
+            if p.metadata.deletion_timestamp is None)
+        # sshfs ends (as when it crashes or its stream breaks on the pod's side): it unmounts.
+        _exec(cluster, namespace, pod.metadata.name,
+              'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sshfs ] && '
+              'kill ${p#/proc/}; done; true')
+        out = proc.stdout.read()  # stderr is _stderr_lines' to read
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines)
+    print(err)
+    out = first + out
+    assert proc.returncode == 0, err
+    assert f"womm: share: pod {pod.metadata.name}: its sshfs mount ended" in err, err
+    assert "; it is replaced" in err
+    data_sha = hashlib.sha256((project / "data.bin").read_bytes()).hexdigest()
+    shas = [line for line in out.splitlines() if not line.startswith("worker ")]
+    assert shas == [f"{data_sha}  data.bin"] * 10, out  # every job saw the project
+    workers = {line.split()[1] for line in out.splitlines() if line.startswith("worker ")}
+    assert pod.metadata.name in workers and len(workers) >= 2, out  # and a replacement ran
+    assert _sftp_servers(project) == []
+
+
 def _stderr_lines(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Event]:
     lines: list[str] = []
     mounted = threading.Event()

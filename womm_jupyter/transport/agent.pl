@@ -15,7 +15,8 @@ use warnings;
 use Socket;
 use POSIX ();
 
-my %opt = (listen => undef, name => 'worker', cwd => undef, shell => '', alias => '');
+my %opt = (listen => undef, name => 'worker', cwd => undef, shell => '', alias => '',
+           mounted => '');
 while (@ARGV) {
     my $key = shift @ARGV;
     $key =~ s/^--//;
@@ -133,6 +134,17 @@ sub serve {
         if (defined $opt{cwd} && $opt{cwd} ne '' && !chdir $opt{cwd}) {
             syswrite($err_w, "womm-agent: cannot enter $opt{cwd}: $!\n");
             POSIX::_exit(126);
+        }
+        # --mounted 1 (a lazy share): the project directory must be a mount point, never the
+        # empty directory underneath a mount that ended (its device differs from its parent's).
+        if ($opt{mounted}) {
+            my @here = stat '.';
+            my @up = stat '..';
+            if (!@here || !@up || $here[0] == $up[0]) {
+                syswrite($err_w, "womm-agent: $opt{cwd} is not mounted (the lazy share's mount "
+                         . "ended): the job does not run here\n");
+                POSIX::_exit(126);
+            }
         }
         open(STDIN, '<&', $in_r);
         open(STDOUT, '>&', $out_w);
