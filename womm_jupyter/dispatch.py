@@ -369,6 +369,8 @@ class Dispatch:
             mounts = list(self._mounts.values())
             self._mounts.clear()
         for mount in mounts:
+            mount.stop_soon()
+        for mount in mounts:
             mount.close()
 
     def _upload(self, backend: Backend, record_hashes: bool, pod: str) -> None:

@@ -182,6 +182,8 @@ def lazy_project(cluster, sshfs_image, tmp_path_factory) -> tuple[Path, dict[str
                             "--base", sshfs_image, "--prefix", f"{cluster.registry}/womm-test/"],
                            cwd=project, env=env, text=True, capture_output=True, timeout=600)
     assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert "run `womm parallel --privileged-fuse ...` to allow that" in setup.stdout, \
+        setup.stdout
     config = json.loads((project / ".womm" / "config.json").read_text())
     assert config["share"] == "lazy" and "@sha256:" in config["image"], config
     return project, env

@@ -162,6 +162,11 @@ class LazyMount:
                               "--start-timeout or use --share eager.", details)
         return ShareError(f"{what}; use --share eager instead.", details)
 
+    def stop_soon(self) -> None:
+        """Ask the stream's thread to stop (then :meth:`close`): lets many mounts stop at
+        once instead of one after another."""
+        self._stop.set()
+
     def close(self) -> None:
         """Unmount (close the stream and stop sftp-server); no on_lost call."""
         self._stop.set()
