@@ -445,8 +445,14 @@ class Dispatch:
             self._check_ready(slots, workers)
             fatal = next(filter(None, (backend.fatal() for backend in self._backends)), "")
             if fatal:
-                raise BackendError(f"the workers cannot start: {fatal}. Fix the cause (image "
-                                   "name, resources, quota) and run again.",
+                advice = "Fix the cause (image name, resources, quota) and run again."
+                if "PodSecurity" in fatal and "privileged" in fatal:
+                    advice = ("--privileged-fuse needs privileged pods, which this namespace's "
+                              "Pod Security level forbids: ask an admin for a namespace at the "
+                              "privileged level (kubectl label namespace NS "
+                              "pod-security.kubernetes.io/enforce=privileged), or use --share "
+                              "eager.")
+                raise BackendError(f"the workers cannot start: {fatal}. {advice}",
                                    "\n\n".join(filter(None, (self._diagnose(w.name)
                                                              for w in workers[:1]))))
             if len(slots.gone) == len(workers):

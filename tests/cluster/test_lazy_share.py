@@ -139,6 +139,25 @@ def test_lazy_with_an_image_without_sshfs_is_a_clear_error(cluster, namespace, t
     assert _sftp_servers(tmp_path) == []
 
 
+def test_lazy_in_a_namespace_that_forbids_privileged_pods_says_so(cluster, namespace,
+                                                                 tmp_path):
+    core = client.CoreV1Api(cluster.api_client())
+    core.patch_namespace(namespace, {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "baseline"}}})
+    run = subprocess.run(["womm", "parallel", "--backend", "kubernetes", "--namespace",
+                          namespace, "--image", cluster.base_image, "--kube-pods", "1",
+                          "--kube-cpu", CPU, "--share", "lazy", "--privileged-fuse", "--",
+                          "true", ":::", "1"], cwd=tmp_path, env=_env(cluster), text=True,
+                         capture_output=True, timeout=300)
+    print(run.stderr)
+    assert run.returncode == 1
+    assert 'violates PodSecurity "baseline:latest": privileged' in run.stderr
+    assert "--privileged-fuse needs privileged pods, which this namespace's Pod Security " \
+        "level forbids" in run.stderr
+    assert client.AppsV1Api(cluster.api_client()).list_namespaced_deployment(
+        namespace).items == []
+
+
 # Job 1 reads a file, lists the directory (sshfs caches listings), writes a file, then lists
 # the directory until a file this machine creates during the run shows up; job 2 (a later job
 # on the same pod) reads that file.
