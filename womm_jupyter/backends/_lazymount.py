@@ -39,8 +39,9 @@ _SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-serv
                  "/usr/libexec/sftp-server", "/usr/lib/ssh/sftp-server")
 
 # sh -c SCRIPT womm-mount DIR: mount DIR over itself, say womm-mounted on stderr once the
-# mount answers, then wait for sshfs (it ends when its stdin closes). A background command's
-# stdin is /dev/null in a non-interactive shell unless redirected explicitly: hence fd 3.
+# mount answers, then wait for sshfs (it ends when its stdin closes, and unmounts). A
+# background command's stdin is /dev/null in a non-interactive shell unless redirected
+# explicitly: hence fd 3.
 _SCRIPT = r"""dir=$1
 mkdir -p "$dir" || exit 1
 exec 3<&0
@@ -52,7 +53,14 @@ while kill -0 "$pid" 2>/dev/null; do
       "$dir"; then echo womm-mounted >&2; break; fi
   sleep 0.1
 done
+# Some traffic every minute: the kubelet cuts exec streams idle for its
+# streamingConnectionIdleTimeout (4 h by default), which would end the mount mid-run.
+( while sleep 60; do ls -d "$dir/." ; done ) >/dev/null 2>&1 </dev/null &
+keep=$!
 wait "$pid"
+status=$?
+kill "$keep" 2>/dev/null
+exit "$status"
 """
 # dcache_timeout: how long sshfs trusts a cached listing or attribute (default 20 s). A file
 # created on this machine shows up in the pods within about this long.
