@@ -45,3 +45,45 @@ def test_hash_tree_lists_what_the_upload_sends(tmp_path):
     hashes = share.hash_tree(tmp_path)
     assert sorted(hashes) == [".gitignore", "a.txt", "d/.wommignore", "d/name with spaces"]
     assert hashes["a.txt"] == "87428fc522803d31065e7bce3cf03fe475096631e5e07bbd7a0fde60c4cf25c7"
+
+
+def _plan(**kw):
+    from pathlib import Path
+
+    from womm_jupyter.backends.base import LaunchPlan, WorkerPlan
+
+    options = resolve(ParallelOptions, {"kube_pods": 2, **kw.pop("options", {})}, environ={},
+                      config={})
+    return LaunchPlan(task_id="abc", owner="me", cwd=Path("/p"), command="true",
+                      options=options, workers=(WorkerPlan("w0", 1, Path("/s")),), shell="",
+                      client_path="/c", created=0.0, coordinator_pid=1, host="h", image="i",
+                      **kw)
+
+
+def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_says_why():
+    from womm_jupyter.manifests import worker_deployment
+
+    assert resolve(ParallelOptions, {"kube_pods": 1}, environ={"WOMM_PRIVILEGED_FUSE": "1"},
+                   config={}).privileged_fuse is True
+    default = worker_deployment(_plan(), "agent")
+    pod = default["spec"]["template"]
+    assert pod["spec"]["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "privileged": False}
+    assert "womm/privileged" not in default["metadata"]["annotations"]
+    assert "annotations" not in pod["metadata"]
+    lazy = worker_deployment(_plan(fuse=True, options={"privileged_fuse": True}), "agent")
+    pod = lazy["spec"]["template"]
+    assert pod["spec"]["containers"][0]["securityContext"] == {"privileged": True}
+    assert "--privileged-fuse" in lazy["metadata"]["annotations"]["womm/privileged"]
+    assert pod["metadata"]["annotations"] == {"womm/privileged": lazy["metadata"]["annotations"]
+                                              ["womm/privileged"]}
+    # Labels are unchanged: `womm status` and `womm finish` find the task as before.
+    assert pod["metadata"]["labels"] == default["spec"]["template"]["metadata"]["labels"]
+
+
+def test_lazy_mount_script_mounts_the_directory_over_itself_in_passive_mode():
+    from womm_jupyter.backends._lazymount import mount_script
+
+    script = mount_script()
+    assert 'sshfs -f -o passive,dcache_timeout=1 ":$dir" "$dir" <&3' in script
+    assert "echo womm-mounted >&2" in script

@@ -333,6 +333,10 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         if prefix and prefix != user.get("prefix"):
             config.save_user(prefix=prefix)
         _say(f"Saved in {path}: jobs now run {published.reference}")
+        if share == "lazy":
+            _say("On Kubernetes a lazy share mounts this directory in each worker pod with "
+                 "sshfs: run `womm parallel --privileged-fuse ...` to allow that (the worker "
+                 "pods then run privileged; see README). Docker and local runs need nothing.")
         return 0
     finally:
         session.close()

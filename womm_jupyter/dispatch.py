@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from . import _parallel, _paths, share, tasks
 from .backends import Backend, LaunchPlan, LocalBackend, WorkerPlan, select_backend
+from .backends._lazymount import LazyMount, sftp_server
 from .errors import (
     BackendError,
     ImageError,
@@ -212,6 +213,9 @@ class Dispatch:
         self._lost_reasons: list[str] = []
         self._share_notes: queue.Queue[str] = queue.Queue()  # from backend threads
         self._uploaded: dict[str, str] | None = None  # path -> sha256 at upload (syncback)
+        self._mounts: dict[str, LazyMount] = {}  # pod -> its lazy-share mount
+        self._mounts_lock = threading.Lock()
+        self._unmounting = False
 
     # -- public -----------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -228,6 +232,7 @@ class Dispatch:
             return self._run(tdir)
         finally:
             self._stop_parallel()
+            self._unmount_all()
             for backend in reversed(self._backends):
                 try:
                     kind = backend.delete()
@@ -283,11 +288,15 @@ class Dispatch:
         def on_gone(name: str, why: str) -> None:
             self._gone.put((name, why))
 
-        self._backends.append(backend)
+        # Before the backend counts as launched: a refused share leaves nothing to delete.
         method = self._share_method(backend)
+        self._backends.append(backend)
         if method in ("eager", "eager-syncback"):
             main = dataclasses.replace(main, prepare=functools.partial(
                 self._upload, backend, method == "eager-syncback"))
+        elif method == "lazy":
+            main = dataclasses.replace(main, fuse=True,
+                                       prepare=functools.partial(self._mount, backend))
         kind = backend.launch(main, on_gone)
         self.emit(Event("created", f"{kind}/{task_object_name(self.task_id)} created"))
         if local:
@@ -310,15 +319,59 @@ class Dispatch:
                 self.emit(Event("share", f"womm: share {method}: the {backend.name} workers "
                                          f"use {self.cwd} itself"))
             return "none"
+        if method == "lazy" and not self.options.privileged_fuse:
+            raise ShareError(
+                "a lazy share on Kubernetes needs --privileged-fuse: it mounts your directory "
+                "in each worker pod with sshfs (FUSE), and on containerd/runc only a privileged "
+                "pod may open /dev/fuse (CAP_SYS_ADMIN and a hostPath /dev/fuse are not enough: "
+                "'fuse: failed to open /dev/fuse: Operation not permitted'; see README). "
+                "--privileged-fuse runs the worker pods privileged (every capability and "
+                "device of the node) and lets their jobs read and write this directory as "
+                "you. Or run with --share eager (or eager-syncback), or --share none.")
         if method == "lazy":
-            raise ShareError("lazy shares are not available on Kubernetes in this version: "
-                             "a lazy share mounts your directory in each worker with sshfs "
-                             "(FUSE), and an unprivileged pod cannot open /dev/fuse (containerd "
-                             "allows only its default devices, even with CAP_SYS_ADMIN and a "
-                             "hostPath /dev/fuse: 'fuse: failed to open /dev/fuse: Operation "
-                             "not permitted'; see README). Run with --share eager (or "
-                             "eager-syncback), or --share none.")
+            sftp_server()  # missing here: say so before any pod is created
+        elif self.options.privileged_fuse:
+            self.emit(Event("share", f"womm: --privileged-fuse ignored: it serves --share lazy "
+                                     f"only (this run's share: {method}); the pods run "
+                                     "unprivileged"))
         return method
+
+    def _mount(self, backend: Backend, pod: str) -> None:
+        """A pod's prepare step (backend thread): mount the project there with sshfs."""
+        from .backends.kubernetes import KubernetesBackend
+
+        assert isinstance(backend, KubernetesBackend)  # _share_method: lazy is Kubernetes only
+        mount = LazyMount(pod, self.cwd, functools.partial(backend.exec_stream, pod),
+                          functools.partial(self._mount_lost, backend))
+        seconds = mount.start(self.options.start_timeout)
+        with self._mounts_lock:
+            if self._unmounting:  # the run ended while this pod was mounting
+                mount.close()
+                raise ShareError(f"share: the run ended while pod {pod} was mounting")
+            self._mounts[pod] = mount
+        self._share_notes.put(f"womm: share: pod {pod}: {self.cwd} mounted lazily (sshfs) in "
+                              f"{seconds:.1f} s")
+
+    def _mount_lost(self, backend: Backend, pod: str, why: str) -> None:
+        with self._mounts_lock:
+            self._mounts.pop(pod, None)
+            if self._unmounting:
+                return
+        self._share_notes.put(f"womm: share: pod {pod}: {why}; it is replaced")
+        from .backends.kubernetes import KubernetesBackend
+
+        if isinstance(backend, KubernetesBackend):
+            backend.replace_worker(pod, why)
+
+    def _unmount_all(self) -> None:
+        with self._mounts_lock:
+            self._unmounting = True
+            mounts = list(self._mounts.values())
+            self._mounts.clear()
+        for mount in mounts:
+            mount.stop_soon()
+        for mount in mounts:
+            mount.close()
 
     def _upload(self, backend: Backend, record_hashes: bool, pod: str) -> None:
         """A pod's prepare step (backend thread): rsync the project into it."""
@@ -392,8 +445,14 @@ class Dispatch:
             self._check_ready(slots, workers)
             fatal = next(filter(None, (backend.fatal() for backend in self._backends)), "")
             if fatal:
-                raise BackendError(f"the workers cannot start: {fatal}. Fix the cause (image "
-                                   "name, resources, quota) and run again.",
+                advice = "Fix the cause (image name, resources, quota) and run again."
+                if "PodSecurity" in fatal and "privileged" in fatal:
+                    advice = ("--privileged-fuse needs privileged pods, which this namespace's "
+                              "Pod Security level forbids: ask an admin for a namespace at the "
+                              "privileged level (kubectl label namespace NS "
+                              "pod-security.kubernetes.io/enforce=privileged), or use --share "
+                              "eager.")
+                raise BackendError(f"the workers cannot start: {fatal}. {advice}",
                                    "\n\n".join(filter(None, (self._diagnose(w.name)
                                                              for w in workers[:1]))))
             if len(slots.gone) == len(workers):

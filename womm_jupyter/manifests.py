@@ -27,7 +27,21 @@ def task_labels(plan: LaunchPlan) -> dict[str, str]:
 def _annotations(plan: LaunchPlan) -> dict[str, str]:
     return {"womm/cwd": str(plan.cwd), "womm/command": plan.command,
             "womm/cpu": f"{plan.options.kube_cpu:g}", "womm/mem": plan.options.kube_mem,
-            "womm/host": plan.host, "womm/pid": str(plan.coordinator_pid)}
+            "womm/host": plan.host, "womm/pid": str(plan.coordinator_pid),
+            **({"womm/privileged": FUSE_REASON} if plan.fuse else {})}
+
+
+FUSE_REASON = "--privileged-fuse: the lazy share mounts the project with sshfs (FUSE)"
+
+
+def _security_context(plan: LaunchPlan) -> dict[str, Any]:
+    if plan.fuse:
+        # The user opted in (--privileged-fuse). Less is not enough here: CAP_SYS_ADMIN and a
+        # hostPath /dev/fuse still fail with EPERM, because containerd's CRI gives the
+        # container a device cgroup of its default devices only (not 10:229) unless it is
+        # privileged (tests/cluster/test_lazy_share.py records it).
+        return {"privileged": True}
+    return {"allowPrivilegeEscalation": False, "privileged": False}
 
 
 def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
@@ -38,7 +52,9 @@ def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
         # The agent travels inline: any image with perl serves, nothing is baked in.
         "command": ["perl", "-e", agent_source, "--", "--listen",
                     f"{AGENT_SOCKET_DIR}/agent.sock", "--name", "", "--cwd", str(plan.cwd),
-                    "--shell", plan.shell, "--alias", plan.client_path],
+                    "--shell", plan.shell, "--alias", plan.client_path,
+                    # Jobs of a lazy share refuse to run unless the project is mounted.
+                    *(["--mounted", "1"] if plan.fuse else [])],
         "workingDir": str(plan.cwd),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": resources, "limits": resources},
@@ -46,7 +62,7 @@ def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
         + ([shared.mount()] if plan.shared_claim else []),
         "readinessProbe": {"exec": {"command": ["test", "-S", f"{AGENT_SOCKET_DIR}/agent.sock"]},
                            "periodSeconds": 1, "failureThreshold": 1},
-        "securityContext": {"allowPrivilegeEscalation": False, "privileged": False},
+        "securityContext": _security_context(plan),
     }
 
 
@@ -69,7 +85,8 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
             "replicas": plan.options.kube_pods,
             "selector": {"matchLabels": {LABEL_TASK: plan.task_id}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels, **(
+                    {"annotations": {"womm/privileged": FUSE_REASON}} if plan.fuse else {})},
                 "spec": {"containers": [container],
                          "volumes": _volumes(plan.shared_claim),
                          "automountServiceAccountToken": False,

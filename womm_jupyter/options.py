@@ -108,6 +108,13 @@ class ParallelOptions:
                          "pulled back when all jobs end), 4 or none (the image's files only)",
                          choices=("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none"),
                          metavar="METHOD", shown_default="the project's (`womm setup`), else none")
+    privileged_fuse: bool = _option(False, help="let a lazy share mount the project with "
+                                    "sshfs (FUSE) in each worker pod: the pods then run "
+                                    "privileged (every device and capability of the node; "
+                                    "needed for /dev/fuse on containerd/runc) and the mount "
+                                    "gives their jobs read-write access to the project "
+                                    "directory as your user. Only with --share lazy on "
+                                    "Kubernetes")
     start_timeout: float = _option(120.0, help="seconds to wait for workers to become ready",
                                    minimum=1, metavar="S")
     citation: bool = _option(False, help="show GNU parallel's citation notice and exit")

@@ -1,5 +1,6 @@
 """Shares on the real test cluster, through `womm parallel` as a user runs it: eager,
-eager-syncback, none, lazy refused; projects isolated; an unchanged tree re-syncs for free.
+eager-syncback, none, lazy refused without --privileged-fuse (test_lazy_share.py runs it
+with); projects isolated; an unchanged tree re-syncs for free.
 
 The worker image is the cluster's base image plus Debian's rsync (an eager share needs rsync
 in the image; `womm setup` checks for it), built here with crane from the .deb files.
@@ -122,7 +123,7 @@ def test_lazy_share_is_refused_on_kubernetes_before_anything_is_created(
                          cwd=project, env=_env(cluster), text=True, capture_output=True,
                          timeout=120)
     assert run.returncode != 0
-    assert "lazy shares are not available on Kubernetes" in run.stderr
+    assert "a lazy share on Kubernetes needs --privileged-fuse" in run.stderr
     assert "--share eager" in run.stderr
     apps = client.AppsV1Api(cluster.api_client())
     assert apps.list_namespaced_deployment(namespace).items == []

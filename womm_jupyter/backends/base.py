@@ -50,6 +50,9 @@ class LaunchPlan:
     prepare: Callable[[str], None] | None = None
     # The namespace's shared PersistentVolumeClaim, mounted at /shared (see shared.py).
     shared_claim: str = ""
+    # Workers must be able to mount FUSE (a lazy share with --privileged-fuse): on
+    # Kubernetes the pods then run privileged.
+    fuse: bool = False
 
 
 @dataclass(frozen=True)

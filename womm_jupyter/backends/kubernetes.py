@@ -107,6 +107,8 @@ class KubernetesBackend(Backend):
         self._stop = threading.Event()
         self._last_fatal_check = 0.0
         self._fatal = ""
+        self._watch: Any = None
+        self._watcher: threading.Thread | None = None
 
     # -- launch and watch -------------------------------------------------------------------
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
@@ -126,8 +128,9 @@ class KubernetesBackend(Backend):
                 self.namespace, manifests.lease(plan, created.metadata.uid, _now()))
         except ApiException as exc:
             raise _api_error(exc, "create the workers' Deployment", self.namespace) from exc
-        threading.Thread(target=self._watch_pods, daemon=True,
-                         name=f"womm-watch-{plan.task_id}").start()
+        self._watcher = threading.Thread(target=self._watch_pods, daemon=True,
+                                         name=f"womm-watch-{plan.task_id}")
+        self._watcher.start()
         return "deployment.apps"
 
     def _selector(self, task_id: str) -> str:
@@ -144,6 +147,7 @@ class KubernetesBackend(Backend):
                 for pod in listed.items:
                     self._pod_event("ADDED", pod)
                 stream = watch.Watch()
+                self._watch = stream
                 for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
                                            label_selector=selector, timeout_seconds=60,
                                            resource_version=listed.metadata.resource_version):
@@ -218,21 +222,33 @@ class KubernetesBackend(Backend):
         with self._lock:
             return sorted(self._relays)
 
+    def exec_stream(self, pod: str, command: list[str]) -> Any:
+        """A binary exec stream (stdin open, not preloaded) running ``command`` in ``pod``;
+        read it with ``_wsframes``."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        # stream() patches its ApiClient while it runs: give each stream a client of its own.
+        api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
+        return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
+                      command=command, stdin=True, stdout=True, stderr=True, tty=False,
+                      _preload_content=False, binary=True)
+
     def _stream_opener(self, pod: str) -> Any:
         mux = _paths.transport_file("mux.pl").read_text()
+        return functools.partial(self.exec_stream, pod,
+                                 ["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"])
 
-        def open_stream() -> Any:
-            from kubernetes import client
-            from kubernetes.stream import stream
-
-            # stream() patches its ApiClient while it runs: give each pod a client of its own.
-            api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
-            return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
-                          command=["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"],
-                          stdin=True, stdout=True, stderr=True, tty=False,
-                          _preload_content=False, binary=True)
-
-        return open_stream
+    def replace_worker(self, pod: str, why: str) -> None:
+        """Take ``pod`` out of the run at once and delete it; the Deployment starts another
+        (a lazy share whose mount broke: its jobs must not run in the empty directory)."""
+        self._detach(pod, why)
+        if self._stop.is_set():
+            return
+        try:
+            self.core.delete_namespaced_pod(pod, self.namespace, grace_period_seconds=1)
+        except Exception as exc:  # gone already, or not ours to delete: it stays detached
+            self._problems[pod] = f"could not delete it after its mount ended: {exc}"
 
     def _relay_closed(self, pod: str, why: str) -> None:
         if "Forbidden" in why or "(403)" in why:
@@ -302,6 +318,7 @@ class KubernetesBackend(Backend):
         from kubernetes.client.exceptions import ApiException
 
         self._stop.set()
+        self._end_watch()
         with self._lock:
             relays = list(self._relays.values())
             self._relays.clear()
@@ -317,6 +334,22 @@ class KubernetesBackend(Backend):
             if exc.status != 404:
                 raise _api_error(exc, "delete the workers' Deployment", self.namespace) from exc
         return "deployment.apps"
+
+    def _end_watch(self) -> None:
+        # A daemon thread blocked in an SSL read while the interpreter exits makes it abort
+        # (SIGABRT, exit status 134, seen about once in ten failed runs): end the pod watch's
+        # read by shutting its connection down, and let the thread return first.
+        watch = self._watch
+        if watch is not None:
+            watch.stop()
+            response = getattr(watch, "_resp", None)
+            try:
+                if response is not None:
+                    response.shutdown()
+            except Exception:  # already closed, or an older urllib3: the join may time out
+                pass
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
 
     # -- status and finish ------------------------------------------------------------------
     def tasks(self, all_owners: bool) -> list[TaskInfo]:

@@ -15,7 +15,8 @@ use warnings;
 use Socket;
 use POSIX ();
 
-my %opt = (listen => undef, name => 'worker', cwd => undef, shell => '', alias => '');
+my %opt = (listen => undef, name => 'worker', cwd => undef, shell => '', alias => '',
+           mounted => '');
 while (@ARGV) {
     my $key = shift @ARGV;
     $key =~ s/^--//;
@@ -132,6 +133,24 @@ sub serve {
     if ($job == 0) {
         POSIX::setsid();
         for (@env) { my ($k, $v) = split /=/, $_, 2; $ENV{$k} = $v; }
+        # Enter the project directory afresh for each job: a lazy share mounts it after the
+        # agent started, and the agent's own cwd is still the directory underneath the mount.
+        # A mount that broke (ENOTCONN) fails the job here instead of running it elsewhere.
+        if (defined $opt{cwd} && $opt{cwd} ne '' && !chdir $opt{cwd}) {
+            syswrite($err_w, "womm-agent: cannot enter $opt{cwd}: $!\n");
+            POSIX::_exit(126);
+        }
+        # --mounted 1 (a lazy share): the project directory must be a mount point, never the
+        # empty directory underneath a mount that ended (its device differs from its parent's).
+        if ($opt{mounted}) {
+            my @here = stat '.';
+            my @up = stat '..';
+            if (!@here || !@up || $here[0] == $up[0]) {
+                syswrite($err_w, "womm-agent: $opt{cwd} is not mounted (the lazy share's mount "
+                         . "ended): the job does not run here\n");
+                POSIX::_exit(126);
+            }
+        }
         open(STDIN, '<&', $in_r);
         open(STDOUT, '>&', $out_w);
         open(STDERR, '>&', $err_w);
