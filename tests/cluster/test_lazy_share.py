@@ -166,7 +166,8 @@ JOB = r"""case $1 in
   sha256sum data.bin
   ls -la . >/dev/null
   test -e later.txt && echo "later.txt was there before it was created"
-  mkdir -p out && echo "written by job 1 on $WOMM_WORKER" > out/job1.txt
+  # Written aside and renamed: the test reads the file as soon as its name appears.
+  mkdir -p out && echo "written by job 1 on $WOMM_WORKER" > out/.job1 && mv out/.job1 out/job1.txt
   i=0
   until ls | grep -qx later.txt; do
     i=$((i + 1)); if [ $i -gt 1200 ]; then echo "later.txt not seen in 60 s"; exit 1; fi
