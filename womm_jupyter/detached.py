@@ -429,22 +429,16 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
     """Delete every object of a detached task (the root, and through it everything it owns;
     the workers' Deployment and Lease by name); returns what was deleted."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+
+    from .backends.kubernetes import delete_each
 
     core, batch, namespace = _clients(context, namespace)
     if _root(core, task_id, namespace) is None:
         return []
     name = task_object_name(task_id)
-    deleted = []
-    # The Job first, in the foreground: its leader gets SIGTERM and removes the workers.
-    for kind, delete in (("job.batch", batch.delete_namespaced_job),
-                         ("configmap", core.delete_namespaced_config_map)):
-        try:
-            delete(name, namespace, propagation_policy="Background")
-            deleted.append(f"{kind}/{name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    # The Job first: its leader gets SIGTERM and removes the workers.
+    deleted = delete_each(namespace, (("job.batch", batch.delete_namespaced_job, name),
+                                      ("configmap", core.delete_namespaced_config_map, name)))
     apps = client.AppsV1Api(core.api_client)
     coordination = client.CoordinationV1Api(core.api_client)
     selector = _selector(task_id=task_id)
@@ -459,13 +453,8 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
                  apps.delete_namespaced_deployment),
                 ("lease.coordination.k8s.io", coordination.list_namespaced_lease,
                  coordination.delete_namespaced_lease)):
-            for obj in listed(namespace, label_selector=selector).items:
-                try:
-                    delete(obj.metadata.name, namespace, propagation_policy="Background")
-                    deleted.append(f"{kind}/{obj.metadata.name}")
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
+            deleted += delete_each(namespace, ((kind, delete, obj.metadata.name) for obj in
+                                               listed(namespace, label_selector=selector).items))
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.5)

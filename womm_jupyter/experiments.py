@@ -719,20 +719,14 @@ def _selector(task_id: str = "", owner_name: str = "", role: bool = False) -> st
 def _delete_root(core: Any, task_id: str, namespace: str) -> list[str]:
     """Delete an experiment's Lease and root ConfigMap (its pods go with the root)."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+
+    from .backends.kubernetes import delete_each
 
     coordination = client.CoordinationV1Api(core.api_client)
     name = task_object_name(task_id)
-    deleted = []
-    for kind, delete in (("lease.coordination.k8s.io", coordination.delete_namespaced_lease),
-                         ("configmap", core.delete_namespaced_config_map)):
-        try:
-            delete(name, namespace, propagation_policy="Background")
-            deleted.append(f"{kind}/{name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    return deleted
+    return delete_each(namespace, (
+        ("lease.coordination.k8s.io", coordination.delete_namespaced_lease, name),
+        ("configmap", core.delete_namespaced_config_map, name)))
 
 
 def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:

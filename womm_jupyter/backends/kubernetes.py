@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,23 @@ def load_config(context: str = "") -> tuple[Any, str]:
     except Exception as exc:  # the loader raises ConfigException, StopIteration, OSError...
         raise MissingToolError(f"no usable Kubernetes configuration ({exc}): set KUBECONFIG "
                                "or --context, or choose --backend docker or local.") from exc
+
+
+def delete_each(namespace: str,
+                targets: Iterable[tuple[str, Callable[..., Any], str]]) -> list[str]:
+    """Delete ``(kind, delete_namespaced_x, name)`` objects, owned ones in the background;
+    returns ``kind/name`` of those that existed. An object already gone is no error."""
+    from kubernetes.client.exceptions import ApiException
+
+    deleted = []
+    for kind, delete, name in targets:
+        try:
+            delete(name, namespace, propagation_policy="Background")
+            deleted.append(f"{kind}/{name}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"delete {kind}/{name}", namespace) from exc
+    return deleted
 
 
 class KubernetesBackend(Backend):
@@ -383,18 +401,8 @@ class KubernetesBackend(Backend):
         return rows
 
     def finish(self, task_id: str) -> list[str]:
-        from kubernetes.client.exceptions import ApiException
-
-        deleted = []
         name = task_object_name(task_id)
-        for kind, delete, target in (
-                ("deployment.apps", self.apps.delete_namespaced_deployment, name),
-                ("pod", self.core.delete_namespaced_pod, f"womm-shell-{task_id}"),
-                ("lease.coordination.k8s.io", self.coordination.delete_namespaced_lease, name)):
-            try:
-                delete(target, self.namespace, propagation_policy="Background")
-                deleted.append(f"{kind}/{target}")
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise _api_error(exc, f"delete {kind}/{name}", self.namespace) from exc
-        return deleted
+        return delete_each(self.namespace, (
+            ("deployment.apps", self.apps.delete_namespaced_deployment, name),
+            ("pod", self.core.delete_namespaced_pod, f"womm-shell-{task_id}"),
+            ("lease.coordination.k8s.io", self.coordination.delete_namespaced_lease, name)))
