@@ -18,6 +18,7 @@ from .dispatch import Dispatch
 from .errors import OptionError, WommError
 from .options import (
     ClusterSetupOptions,
+    DoctorOptions,
     FinishOptions,
     LogsOptions,
     ParallelOptions,
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "unprivileged Deployment + Service + NetworkPolicy, storage an emptyDir or "
                     "a PVC), for an admin to apply: `womm cluster-setup | kubectl apply -f -`.")
     add_arguments(cluster, ClusterSetupOptions)
+    doctor = verbs.add_parser(
+        "doctor", help="check that womm can run on the configured cluster", allow_abbrev=False,
+        description="Check the kubeconfig, that the API server answers, every permission womm "
+                    "uses in the namespace (asked of the API server), and that the image is in "
+                    "its registry; say what is missing and what to do. Exit status 1 when "
+                    "something is missing.")
+    add_arguments(doctor, DoctorOptions)
     logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
                             description="Print the output of an --async task's leader (GNU "
                                         "parallel's stdout and stderr, womm's messages); with "
@@ -127,6 +135,18 @@ def _status(options: StatusOptions) -> int:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=False))
         print("  ".join(cells) + "  " + row[-1])
     return 0
+
+
+def _doctor(options: DoctorOptions) -> int:
+    from .doctor import check
+
+    found = check(context=options.context, namespace=options.namespace, image=options.image)
+    marks = {True: "ok", False: "MISSING", None: "unknown"}
+    for item in found:
+        print(f"{marks[item.ok]:8} {item.name}: {item.detail}")
+        if item.advice and item.ok is not True:
+            print(f"{'':8} -> {item.advice}")
+    return 1 if any(item.ok is False for item in found) else 0
 
 
 def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
@@ -266,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(resolve(StatusOptions, explicit))
         if parsed.verb in ("cluster-setup", "server-deployment"):
             return _cluster_setup(resolve(ClusterSetupOptions, explicit))
+        if parsed.verb == "doctor":
+            return _doctor(resolve(DoctorOptions, explicit))
         if parsed.verb == "logs":
             return _logs(resolve(LogsOptions, explicit))
         if parsed.verb == "setup":

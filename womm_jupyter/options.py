@@ -23,6 +23,7 @@ __all__ = [
     "AdminKubeconfigOptions",
     "AdminNodesOptions",
     "ClusterSetupOptions",
+    "DoctorOptions",
     "ExperimentOptions",
     "FinishOptions",
     "KubesanitizeOptions",
@@ -172,6 +173,16 @@ class ShellOptions:
                            "else Docker when an engine answers", choices=BACKENDS)
     image: str = _option("", help="image the shell runs (default: the project's womm image)",
                          metavar="IMAGE")
+    namespace: str = _namespace()
+    context: str = _context()
+
+
+@dataclasses.dataclass(frozen=True)
+class DoctorOptions:
+    """Options of ``womm doctor``."""
+
+    image: str = _option("", help="image to look for in its registry (default: the project's "
+                         "womm image)", metavar="IMAGE")
     namespace: str = _namespace()
     context: str = _context()
 

@@ -256,6 +256,11 @@ def test_cluster_setup_role_can_run_womm_and_exec_is_needed(cluster, namespace, 
                          env=dict(_env(cluster), KUBECONFIG=str(kubeconfig)), timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "a\nb\n"
+    restricted = dict(_env(cluster), KUBECONFIG=str(kubeconfig))
+    doctor = subprocess.run(["womm", "doctor", "--image", cluster.base_image], text=True,
+                            capture_output=True, cwd=tmp_path, env=restricted, timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"permissions womm uses are granted in namespace {namespace}" in doctor.stdout
 
     # The same Role without pods/exec: a clear Forbidden message.
     rbac = client.RbacAuthorizationV1Api(api)
@@ -268,6 +273,36 @@ def test_cluster_setup_role_can_run_womm_and_exec_is_needed(cluster, namespace, 
     assert run.returncode != 0
     assert "Forbidden" in run.stderr and "cluster-setup" in run.stderr, run.stderr
     assert _wait_gone(cluster, namespace, 30) == []
+    # `womm doctor` names exactly what is missing, and who can fix it.
+    doctor = subprocess.run(["womm", "doctor", "--image", cluster.base_image], text=True,
+                            capture_output=True, cwd=tmp_path, env=restricted, timeout=120)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    missing = next(line for line in doctor.stdout.splitlines() if "permissions" in line)
+    assert missing.startswith("MISSING") and missing.endswith(
+        "are missing in namespace " + namespace + ": get pods/exec, create pods/exec"), missing
+    assert f"womm cluster-setup --namespace {namespace}" in doctor.stdout
+
+
+def test_doctor_reports_a_missing_image_and_an_unreachable_api(cluster, namespace, tmp_path):
+    found = subprocess.run(["womm", "doctor", "--namespace", namespace, "--image",
+                            f"{cluster.registry}/womm/no-such-image:1"], text=True,
+                           capture_output=True, cwd=tmp_path, env=_env(cluster), timeout=120)
+    assert found.returncode == 1, found.stdout + found.stderr
+    lines = found.stdout.splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == [
+        "ok", "ok", "ok", "MISSING"], found.stdout
+    assert "no-such-image:1 is not in registry" in found.stdout
+    # A kubeconfig whose server does not answer: said plainly, nothing else is tried.
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = "https://127.0.0.1:1"
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text(yaml.safe_dump(config))
+    found = subprocess.run(["womm", "doctor"], text=True, capture_output=True, cwd=tmp_path,
+                           env=dict(_env(cluster), KUBECONFIG=str(dead)), timeout=120)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "MISSING  API server: https://127.0.0.1:1 did not answer" in found.stdout
+    assert "permissions" not in found.stdout
 
 
 def _token_kubeconfig(cluster, namespace: str, account: str, tmp_path: Path) -> Path:
