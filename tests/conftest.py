@@ -266,3 +266,27 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     served = Registry(tmp_path_factory.mktemp("registry"))
     yield served
     served.stop()
+
+
+@pytest.fixture(scope="session")
+def ipython() -> Any:
+    """A real IPython shell with womm's magics loaded (one per session: IPython's global
+    app cannot be started twice)."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "womm_jupyter")
+    return shell
+
+
+@pytest.fixture
+def ip(ipython: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """That shell in ``tmp_path``, without WOMM_* settings; its namespace restored after."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("WOMM_")]:
+        monkeypatch.delenv(name)
+    saved = dict(ipython.user_ns)
+    yield ipython
+    ipython.user_ns.clear()
+    ipython.user_ns.update(saved)

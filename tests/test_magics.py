@@ -17,9 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 from support.registry import setup_containers, setup_images
 
 import womm_jupyter
@@ -37,25 +35,6 @@ from womm_jupyter.options import (
 
 PACKAGE = Path(womm_jupyter.__file__).resolve().parent
 IMAGE = os.environ.get("WOMM_TEST_IMAGE", "womm-base:bookworm")
-
-
-@pytest.fixture(scope="module")
-def shell():
-    # start_ipython() returns None once another module of the session has started it.
-    ip = start_ipython() or get_ipython()
-    ip.run_line_magic("load_ext", "womm_jupyter")
-    return ip
-
-
-@pytest.fixture
-def ip(shell, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("WOMM_")]:
-        monkeypatch.delenv(name)
-    saved = dict(shell.user_ns)
-    yield shell
-    shell.user_ns.clear()
-    shell.user_ns.update(saved)
 
 
 # -- options parity with the CLI ----------------------------------------------------------

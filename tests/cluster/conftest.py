@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,10 @@ def namespace(cluster):
         except client.ApiException as e:
             if e.status != 404:
                 raise
+
+
+@pytest.fixture
+def ip(ip: Any, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The IPython shell of tests/conftest.py, with the test cluster's kubeconfig."""
+    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
+    return ip

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import womm_jupyter
 
@@ -47,26 +45,11 @@ def leader_docs(cluster, tmp_path_factory) -> list[dict]:
     return list(yaml.safe_load_all(run.stdout))
 
 
-@pytest.fixture(scope="module")
-def shell():
-    # start_ipython() returns None once another module of the session has started it.
-    ip = start_ipython() or get_ipython()
-    ip.run_line_magic("load_ext", "womm_jupyter")
-    return ip
-
-
 @pytest.fixture
-def ip(shell, cluster, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("WOMM_")]:
-        monkeypatch.delenv(name)
-    for name, value in helpers._env(cluster).items():
-        if os.environ.get(name) != value:
-            monkeypatch.setenv(name, value)
-    saved = dict(shell.user_ns)
-    yield shell
-    shell.user_ns.clear()
-    shell.user_ns.update(saved)
+def ip(ip, cluster, monkeypatch):
+    # crane (to push the leader image) comes with the test cluster's binaries.
+    monkeypatch.setenv("PATH", f"{os.environ['PATH']}:{cluster.bin_dir}")
+    return ip
 
 
 def test_logs_magic_streams_the_leaders_output(ip, cluster, namespace, leader_docs, capsys):
