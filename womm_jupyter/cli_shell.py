@@ -61,6 +61,8 @@ def _interactive(session: Any) -> int:
     saved = termios.tcgetattr(stdin)
     tty.setraw(stdin)  # Ctrl-C and friends go to the remote terminal as bytes
     try:
+        while getattr(sock, "pending", 0):  # replayed output the socket already holds
+            os.write(stdout, sock.recv(65536))
         while True:
             ready, _, _ = select.select([stdin, sock], [], [])
             if sock in ready:
