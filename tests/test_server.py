@@ -230,17 +230,20 @@ def test_shell_refuses_what_it_cannot_do(tmp_path: Path, docker_client: Any) -> 
 
 # -- terminal -------------------------------------------------------------------------------
 
-async def _converse(url: str, typed: bytes, until: bytes) -> tuple[bytes, Any]:
-    """Connect, type, read until ``until`` shows and the server closes; (output, socket)."""
+async def _converse(url: str, typed: bytes, until: bytes | None = None) -> tuple[bytes, Any]:
+    """Connect, type, read until ``until`` shows (then detach) or the server closes;
+    (output, socket)."""
     ws = await tornado.websocket.websocket_connect(url)
     await ws.write_message(json.dumps({"resize": [30, 120]}))
     await ws.write_message(typed, binary=True)
     seen = b""
-    while True:
+    while until is None or until not in seen:
         message = await asyncio.wait_for(ws.read_message(), 60)
         if message is None:
             return seen, ws
         seen += message if isinstance(message, bytes) else message.encode()
+    ws.close()
+    return seen, ws
 
 
 def test_web_terminal_runs_typed_commands(terminal: _Process, docker_client: Any,
@@ -254,8 +257,14 @@ def test_web_terminal_runs_typed_commands(terminal: _Process, docker_client: Any
         code, kind, script = terminal.get("/static/xterm.js")
         assert code == 200 and "javascript" in kind and "Terminal" in script
         ws_url = terminal.url.replace("http", "ws") + f"/ws?container={session.name}"
+        # A first page runs a command and is closed: that only detaches.
+        seen, ws = asyncio.run(_converse(ws_url, b"echo first-$((2*3))\n", b"first-6\r\n"))
+        assert ws.close_code is None or ws.close_code != 1011, ws.close_reason
+        assert session.running()
+        # The next page is shown the earlier output first, then runs its own.
         seen, ws = asyncio.run(_converse(ws_url, b"echo $((6*7)) > answer; stty size; "
-                                                 b"cat answer; exit 3\n", b"42"))
+                                                 b"cat answer; exit 3\n"))
+        assert b"first-6" in seen and seen.index(b"first-6") < seen.index(b"30 120")
         assert b"30 120" in seen and b"\r\n42\r\n" in seen
         assert (ws.close_code, ws.close_reason) == (1000, "shell ended")
         assert (tmp_path / "answer").read_text() == "42\n"
@@ -273,6 +282,6 @@ def test_web_terminal_reaches_only_womm_containers(terminal: _Process) -> None:
     assert code == 400
     assert terminal.get("/static/../../etc/passwd")[0] == 404
     ws_url = terminal.url.replace("http", "ws") + "/ws?container=womm-shell-gone0000"
-    seen, ws = asyncio.run(_converse(ws_url, b"", b""))
+    seen, ws = asyncio.run(_converse(ws_url, b""))
     assert seen == b""
     assert ws.close_code == 1011 and "its shell has ended" in ws.close_reason

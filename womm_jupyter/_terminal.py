@@ -32,6 +32,8 @@ def join(sock: socket.socket, resize: Callable[[int, int], None]) -> None:
     saved = termios.tcgetattr(fd_in)
     tty.setraw(fd_in)
     try:
+        while getattr(sock, "pending", 0):  # replayed output the socket object already holds
+            os.write(fd_out, sock.recv(65536))
         while True:
             try:
                 ready, _, _ = select.select([fd_in, sock], [], [])

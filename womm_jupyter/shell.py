@@ -303,4 +303,45 @@ def attach_terminal(client: Any, container: str, replay: bool = True) -> Any:
         raise BackendError(f"container {container} has no terminal to attach to.")
     sock = client.api.attach_socket(info["Id"], params={
         "stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 1 if replay else 0})
-    return getattr(sock, "_sock", sock)  # SocketIO over the engine's unix socket
+    raw = getattr(sock, "_sock", sock)  # SocketIO over the engine's unix socket
+    return _TerminalSocket(raw, _taken_with_the_headers(sock, raw))
+
+
+def _taken_with_the_headers(sock: Any, raw: Any) -> bytes:
+    """What the engine sent right after its upgrade response (the replayed log): the HTTP
+    client's buffered reader took it while it read the headers, and the raw socket will not
+    return it again."""
+    reader = getattr(getattr(getattr(getattr(sock, "_response", None), "raw", None), "_fp", None),
+                     "fp", None)
+    if reader is None or not hasattr(reader, "peek"):
+        return b""
+    timeout = raw.gettimeout()
+    raw.setblocking(False)  # peek() returns what is buffered, or b"" instead of waiting
+    try:
+        return bytes(reader.peek())
+    except (BlockingIOError, ValueError, OSError):
+        return b""
+    finally:
+        raw.settimeout(timeout)
+
+
+class _TerminalSocket:
+    """The engine's attach socket, whose first :meth:`recv` returns the bytes the HTTP
+    client had already taken (``pending`` says how many, for callers that select())."""
+
+    def __init__(self, sock: Any, early: bytes) -> None:
+        self._sock = sock
+        self._early = early
+
+    @property
+    def pending(self) -> int:
+        return len(self._early)
+
+    def recv(self, size: int) -> bytes:
+        if self._early:
+            data, self._early = self._early[:size], self._early[size:]
+            return data
+        return bytes(self._sock.recv(size))
+
+    def __getattr__(self, name: str) -> Any:  # sendall, fileno, close, shutdown, settimeout
+        return getattr(self._sock, name)

@@ -6,8 +6,9 @@ container, no other process can attach to it. :func:`serve` makes the kernel lis
 ``<task dir>/tty.sock`` (the per-user state directory, mode 0700) while the shell runs; the
 web terminal process (:mod:`womm_jupyter.server.terminal`) finds it by the shell's name.
 
-Each connection starts with one line: ``attach`` (then raw terminal bytes both ways until
-the shell ends or the connection closes: closing it detaches, the shell keeps running) or
+Each connection starts with one line: ``attach`` (then the shell's recent output, replayed,
+and raw terminal bytes both ways until the shell ends or the connection closes: closing it
+detaches, the shell keeps running; several connections may be attached at once) or
 ``resize ROWS COLUMNS`` (then the connection is closed).
 """
 

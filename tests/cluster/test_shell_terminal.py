@@ -1,7 +1,8 @@
 """``%womm_shell`` on Kubernetes in the web terminal: the magic (a real IPython shell) starts
 the shell pod and keeps its exec in the kernel, serving it on the kernel's tty bridge; the real
 terminal process (``python -m womm_jupyter.server.terminal``) reaches it by the shell's name;
-a real WebSocket client types into it, resizes it, detaches and attaches again."""
+a real WebSocket client types into it, resizes it, detaches, and a second page attaches
+again: it sees the earlier output, types, and ends the shell with its exit status."""
 
 from __future__ import annotations
 
@@ -106,8 +107,13 @@ def test_kubernetes_shell_in_the_web_terminal(ip, cluster, namespace, terminal, 
         assert b"42-answer" in seen and b"30 120" in seen, (seen, ws.close_reason)
         time.sleep(1)
         assert session.running()  # closing the page only detached
-        # Re-attaching a second page is not reliable yet (the exec stream's websocket client
-        # is read by the new bridge while a resize writes from another thread): not tested.
+        # A second page: the earlier output replayed first, then its own command; the
+        # shell's exit closes the page and is the session's exit status.
+        seen, ws = asyncio.run(_type(url, b"echo again-$((2*3)); exit 3\n", None))
+        assert b"42-answer" in seen and b"again-6" in seen, (seen, ws.close_reason)
+        assert seen.index(b"42-answer") < seen.index(b"again-6")
+        assert (ws.close_code, ws.close_reason) == (1000, "shell ended")
+        assert session.wait(30) == 3
     finally:
         session.close()
     core = client.CoreV1Api(cluster.api_client())

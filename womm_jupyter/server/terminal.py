@@ -11,7 +11,8 @@ starts it) or ``--port N`` (127.0.0.1). Routes, relative to where the proxy moun
     message ``{"resize": [rows, columns]}`` resizes the TTY. The terminal's earlier output is
     replayed first, so a reloaded page shows the prompt and history. A Kubernetes shell
     (a pod named ``womm-shell-ID``, its exec held by the kernel that started it) is reached
-    through the kernel's :mod:`womm_jupyter.tty_bridge` socket instead (no replay there).
+    through the kernel's :mod:`womm_jupyter.tty_bridge` socket instead, which replays its
+    recent output (the last 64 KiB) the same way.
 ``/static/...``
     the vendored xterm.js files.
 
