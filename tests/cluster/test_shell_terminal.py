@@ -18,34 +18,12 @@ import urllib.request
 
 import pytest
 import tornado.websocket
-from IPython import get_ipython
-from IPython.testing.globalipapp import start_ipython
 from kubernetes import client
 
 import womm_jupyter
 from womm_jupyter.backends.kube_shell import KubernetesShell
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def shell():
-    # start_ipython() returns None once another module of the session has started it.
-    ip = start_ipython() or get_ipython()
-    ip.run_line_magic("load_ext", "womm_jupyter")
-    return ip
-
-
-@pytest.fixture
-def ip(shell, cluster, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("WOMM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
-    saved = dict(shell.user_ns)
-    yield shell
-    shell.user_ns.clear()
-    shell.user_ns.update(saved)
 
 
 @pytest.fixture
