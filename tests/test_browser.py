@@ -248,7 +248,8 @@ def _drive(context: Any, page: Page, lab: JupyterLab, tmp_path: Path) -> dict[st
     # Mid-run: some done, not all (jobs take 3 s each on 2 workers).
     expect(label).to_contain_text(re.compile(r"[1-9] running"), timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "browser-progress-live.png"), full_page=True)
-    dash.reload()  # it also reloads itself every 2 s
+    # No reload here: the dashboard reloads itself every 2 s, and a reload of ours that meets
+    # one of its own is aborted (net::ERR_ABORTED).
     row = dash.locator("table.womm-status tr[data-task]").filter(has_text="processed").filter(
         has=dash.locator("td.pwd", has_text=str(lab.root)))  # not another project's task
     expect(row).to_have_count(1, timeout=60_000)
@@ -260,7 +261,6 @@ def _drive(context: Any, page: Page, lab: JupyterLab, tmp_path: Path) -> dict[st
                                   timeout=180_000)
     expect(cell.locator(".jp-OutputArea-executeResult")).to_contain_text(task_id)
     page.screenshot(path=str(ARTIFACTS / "browser-progress-done.png"), full_page=True)
-    dash.reload()
     expect(dash.locator(f"tr[data-task='{task_id}']")).to_have_count(0, timeout=30_000)
 
     # %womm_shell: the terminal in the page accepts a command.
