@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from support.leader import run_womm
 
 HERE = Path(__file__).resolve().parent
 
@@ -142,3 +144,19 @@ def ip(ip: Any, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The IPython shell of tests/conftest.py, with the test cluster's kubeconfig."""
     monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
     return ip
+
+
+@pytest.fixture(scope="session")
+def leader_setup(cluster, tmp_path_factory) -> list[dict]:
+    """`womm cluster-setup --build` once per session (the root filesystem and the
+    dependencies are cached on disk, so a rebuild only pushes womm's own layer)."""
+    started = time.monotonic()
+    run = run_womm(cluster, "cluster-setup", "--build", "--prefix", f"{cluster.registry}/",
+                cwd=tmp_path_factory.mktemp("leader"), timeout=900)
+    assert run.returncode == 0, run.stderr
+    print(f"leader image built and pushed in {time.monotonic() - started:.1f}s")
+    docs = list(yaml.safe_load_all(run.stdout))
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "Deployment",
+                                         "Service", "NetworkPolicy", "ConfigMap"]
+    assert docs[-1]["data"]["image"].startswith(f"{cluster.registry}/womm-leader:")
+    return docs

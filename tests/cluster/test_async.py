@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client, utils
+from kubernetes import client
+from support.leader import apply_docs as _apply
+from support.leader import run_womm as _womm
+from support.leader import womm_env as _env
 
 pytestmark = pytest.mark.cluster
 
@@ -30,42 +33,6 @@ assert _spec is not None and _spec.loader is not None
 _shares = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shares)
 rsync_image = _shares.rsync_image
-
-
-def _env(cluster) -> dict[str, str]:
-    # crane (to push the leader image) comes with the test cluster's binaries.
-    return dict(os.environ, KUBECONFIG=cluster.kubeconfig,
-                PATH=f"{os.environ['PATH']}:{cluster.bin_dir}")
-
-
-def _womm(cluster, *args: str, cwd: Path, timeout: float = 300,
-          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["womm", *args], text=True, capture_output=True, cwd=cwd,
-                          timeout=timeout, env=_env(cluster), input=stdin)
-
-
-@pytest.fixture(scope="session")
-def leader_setup(cluster, tmp_path_factory) -> list[dict]:
-    """`womm cluster-setup --build` once per session (the root filesystem and the
-    dependencies are cached on disk, so a rebuild only pushes womm's own layer)."""
-    started = time.monotonic()
-    run = _womm(cluster, "cluster-setup", "--build", "--prefix", f"{cluster.registry}/",
-                cwd=tmp_path_factory.mktemp("leader"), timeout=900)
-    assert run.returncode == 0, run.stderr
-    print(f"leader image built and pushed in {time.monotonic() - started:.1f}s")
-    docs = list(yaml.safe_load_all(run.stdout))
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "Deployment",
-                                         "Service", "NetworkPolicy", "ConfigMap"]
-    assert docs[-1]["data"]["image"].startswith(f"{cluster.registry}/womm-leader:")
-    return docs
-
-
-def _apply(cluster, docs: list[dict], namespace: str) -> None:
-    for doc in docs:
-        doc["metadata"].pop("namespace", None)
-        for subject in doc.get("subjects", []):
-            subject["namespace"] = namespace
-    utils.create_from_yaml(cluster.api_client(), yaml_objects=docs, namespace=namespace)
 
 
 def _task_objects(cluster, namespace: str, task_id: str) -> list[str]:

@@ -4,45 +4,17 @@ input answers with a one-line UsageError, an unknown task with womm's own messag
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 from IPython.core.error import UsageError
+from support.leader import apply_docs
 
 import womm_jupyter
 
 pytestmark = pytest.mark.cluster
-
-
-def _async_helpers():
-    """test_async.py's helpers (tests/cluster is no package; this works in every import
-    mode)."""
-    spec = importlib.util.spec_from_file_location(
-        "_womm_test_async", Path(__file__).with_name("test_async.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers = _async_helpers()
-
-
-@pytest.fixture(scope="module")
-def leader_docs(cluster, tmp_path_factory) -> list[dict]:
-    """`womm cluster-setup --build` (cached on disk: a rebuild only pushes womm's layer)."""
-    started = time.monotonic()
-    run = helpers._womm(cluster, "cluster-setup", "--build", "--prefix",
-                        f"{cluster.registry}/", cwd=tmp_path_factory.mktemp("leader"),
-                        timeout=900)
-    assert run.returncode == 0, run.stderr
-    print(f"leader image built and pushed in {time.monotonic() - started:.1f}s")
-    return list(yaml.safe_load_all(run.stdout))
 
 
 @pytest.fixture
@@ -52,8 +24,8 @@ def ip(ip, cluster, monkeypatch):
     return ip
 
 
-def test_logs_magic_streams_the_leaders_output(ip, cluster, namespace, leader_docs, capsys):
-    helpers._apply(cluster, list(yaml.safe_load_all(yaml.safe_dump_all(leader_docs))), namespace)
+def test_logs_magic_streams_the_leaders_output(ip, cluster, namespace, leader_setup, capsys):
+    apply_docs(cluster, list(yaml.safe_load_all(yaml.safe_dump_all(leader_setup))), namespace)
     line = (f"--async --namespace {namespace} --image {cluster.base_image} --kube-pods 2 "
             "--kube-cpu 0.2 --kube-mem 128Mi --start-timeout 120 -- "
             "echo out {} $HOME; echo err {} >&2")

@@ -9,7 +9,6 @@ A file a `womm parallel` job writes to /shared is read by an experiment's pod an
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,19 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from support.leader import apply_docs
 
 pytestmark = pytest.mark.cluster
 
 CPU = "0.2"
 
-# The --async leader image and namespace setup of tests/cluster/test_async.py, loaded by path
-# (importlib mode cannot import a test module by name).
-_spec = importlib.util.spec_from_file_location("womm_test_async_for_shared",
-                                               Path(__file__).with_name("test_async.py"))
-assert _spec is not None and _spec.loader is not None
-_async = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_async)
-leader_setup = _async.leader_setup
 
 
 def _womm(cluster, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -120,7 +112,7 @@ def test_every_womm_pod_of_the_namespace_sees_slash_shared(cluster, namespace, s
 def test_an_async_runs_leader_and_workers_see_slash_shared(cluster, namespace, shared_claim,
                                                           leader_setup, tmp_path):
     claim, directory = shared_claim
-    _async._apply(cluster, [dict(d) for d in yaml.safe_load_all(yaml.safe_dump_all(
+    apply_docs(cluster, [dict(d) for d in yaml.safe_load_all(yaml.safe_dump_all(
         leader_setup))], namespace)
     setup = _womm(cluster, "cluster-setup", "--namespace", namespace, "--shared-pvc", claim,
                   cwd=tmp_path)
