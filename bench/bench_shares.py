@@ -89,7 +89,7 @@ def main() -> None:
 def _tree(args: argparse.Namespace, tmp: Path) -> None:
     from kubernetes import client, config
 
-    from womm_jupyter import share
+    from womm_jupyter.share import eager as share
 
     tree = tmp / "tree"
     per_dir = 100

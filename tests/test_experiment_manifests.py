@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from womm_jupyter import manifests
+from womm_jupyter.kube import manifests
 
 
 def test_root_lease_and_pods_hang_off_the_root():

@@ -20,6 +20,8 @@ def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.relative_to(PACKAGE).parts[0] in ("_vendor", "_fsserver"):
             continue  # shipped files, not modules of the package (fsserver imports none)
+        if path.name == "__main__.py":
+            continue  # runs the CLI when imported
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -61,8 +63,8 @@ def _imports(path: Path, name: str, *, module_level_only: bool) -> list[tuple[st
 
 def test_core_modules_found():
     core = [name for name, _ in _modules() if _is_core(name)]
-    for expected in ("womm_jupyter", "womm_jupyter.options", "womm_jupyter.dispatch",
-                     "womm_jupyter.backends.docker", "womm_jupyter.runs"):
+    for expected in ("womm_jupyter", "womm_jupyter.options", "womm_jupyter.run.coordinator",
+                     "womm_jupyter.backends.docker", "womm_jupyter.run.handle"):
         assert expected in core
     assert "womm_jupyter.magics" not in core and "womm_jupyter.cli" not in core
 

@@ -10,12 +10,12 @@ import sys
 import pytest
 from kubernetes import client
 
-from womm_jupyter import manifests
 from womm_jupyter.cli import build_parser, main
-from womm_jupyter.experiments import Progress
+from womm_jupyter.kube import manifests
+from womm_jupyter.kuboid.experiment import Progress
+from womm_jupyter.kuboid.pods import PodFilter, Pods, pod_state
 from womm_jupyter.naming import experiment_pod_name, experiment_task_key
 from womm_jupyter.options import PodSaveLogOptions, resolve
-from womm_jupyter.pods import PodFilter, Pods, pod_state
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -123,13 +123,13 @@ def test_usage_errors_exit_2_with_a_message(capsys):
 
 
 def test_kubesanitize_from_arguments_and_standard_input():
-    run = subprocess.run([sys.executable, "-m", "womm_jupyter.cli", "kubesanitize", "A b",
+    run = subprocess.run([sys.executable, "-m", "womm_jupyter", "kubesanitize", "A b",
                           "a-b"], capture_output=True, text=True, check=True)
     first, second = run.stdout.splitlines()
     assert second == "a-b" and first.startswith("a-b-") and len(first) == len("a-b-") + 8
-    piped = subprocess.run([sys.executable, "-m", "womm_jupyter.cli", "kubesanitize"],
+    piped = subprocess.run([sys.executable, "-m", "womm_jupyter", "kubesanitize"],
                            input="A b\na-b\n", capture_output=True, text=True, check=True)
     assert piped.stdout == run.stdout
-    none = subprocess.run([sys.executable, "-m", "womm_jupyter.cli", "kubesanitize"],
+    none = subprocess.run([sys.executable, "-m", "womm_jupyter", "kubesanitize"],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert none.returncode == 2 and "give texts" in none.stderr

@@ -422,8 +422,8 @@ def test_magics_and_widgets_do_not_import_each_other():
 
 
 def test_importing_the_core_loads_no_ipython():
-    code = ("import sys, womm_jupyter, womm_jupyter.runs, womm_jupyter.dispatch, "
-            "womm_jupyter.manage, womm_jupyter.cli; "
+    code = ("import sys, womm_jupyter, womm_jupyter.run.handle, womm_jupyter.run.coordinator, "
+            "womm_jupyter.commands, womm_jupyter.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('IPython', 'ipywidgets', 'ipykernel')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -434,8 +434,8 @@ def test_importing_the_core_loads_no_ipython():
 def test_text_progress_redraws_one_line_on_a_terminal():
     import io
 
-    from womm_jupyter.dispatch import Progress
     from womm_jupyter.magics.render import TextProgress
+    from womm_jupyter.run.coordinator import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -1,5 +1,5 @@
 """The option model: resolution order, validation messages naming the flag, memory sizes,
-and how womm reads GNU parallel's arguments (womm_jupyter._parallel.inspect)."""
+and how womm reads GNU parallel's arguments (womm_jupyter.run.gnu.inspect)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from womm_jupyter import OptionError, ParallelOptions
-from womm_jupyter._parallel import inspect
 from womm_jupyter.options import FinishOptions, env_name, flag_name, parse_memory, resolve
+from womm_jupyter.run.gnu import inspect
 
 
 def _resolve(explicit=None, environ=None, config=None):

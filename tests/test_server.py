@@ -23,12 +23,13 @@ import pytest
 import tornado.websocket
 
 import womm_jupyter
-from womm_jupyter import manage, server
+from womm_jupyter import commands as manage
+from womm_jupyter import server
 from womm_jupyter.backends.base import TaskInfo
 from womm_jupyter.errors import OptionError, SetupError
 from womm_jupyter.options import ShellOptions
 from womm_jupyter.server.dashboard import render
-from womm_jupyter.shell import start_shell
+from womm_jupyter.shell.docker import start_shell
 
 IMAGE = "womm-base:bookworm"
 

@@ -308,7 +308,7 @@ def test_a_second_interactive_setup_offers_the_existing_image(
 
 def test_files_created_in_the_testbed_go_back_to_the_user(project: Path, docker_client: Any,
                                                           tmp_path: Path) -> None:
-    from womm_jupyter.image import SetupSession
+    from womm_jupyter.setup.testbed import SetupSession
 
     (project / "old").write_text("")
     os.chown(project / "old", 0, 0)

@@ -13,7 +13,7 @@ from support.registry import setup_containers, setup_images
 
 import womm_jupyter
 from womm_jupyter.server import terminal_url
-from womm_jupyter.shell import attach_terminal
+from womm_jupyter.shell.docker import attach_terminal
 from womm_jupyter.widgets.setup import FORM_FIELDS, SetupView
 
 pytestmark = pytest.mark.docker

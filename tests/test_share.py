@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from womm_jupyter import share
 from womm_jupyter.config import ProjectConfig, save_project
 from womm_jupyter.errors import OptionError
 from womm_jupyter.options import ParallelOptions, SetupOptions, resolve
+from womm_jupyter.share import eager as share
 
 
 def test_method_numbers_names_and_project_config(tmp_path):
@@ -61,7 +61,7 @@ def _plan(**kw):
 
 
 def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_says_why():
-    from womm_jupyter.manifests import worker_deployment
+    from womm_jupyter.kube.manifests import worker_deployment
 
     assert resolve(ParallelOptions, {"kube_pods": 1}, environ={"WOMM_PRIVILEGED_FUSE": "1"},
                    config={}).privileged_fuse is True
@@ -82,7 +82,7 @@ def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_say
 
 
 def test_lazy_mount_script_mounts_the_directory_over_itself_in_passive_mode():
-    from womm_jupyter.backends._lazymount import mount_script
+    from womm_jupyter.share.lazy import mount_script
 
     script = mount_script()
     assert 'sshfs -f -o passive,dcache_timeout=1 ":$dir" "$dir" <&3' in script

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from womm_jupyter import manifests, shared
 from womm_jupyter.backends.base import LaunchPlan
+from womm_jupyter.kube import manifests
+from womm_jupyter.kube import shared_volume as shared
 from womm_jupyter.options import ParallelOptions
 
 SHARED_VOLUME = {"name": "womm-shared", "persistentVolumeClaim": {"claimName": "lab-data"}}

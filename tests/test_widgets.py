@@ -6,7 +6,7 @@ import ipywidgets
 import pytest
 
 import womm_jupyter
-from womm_jupyter.dispatch import Event, Progress
+from womm_jupyter.run.coordinator import Event, Progress
 from womm_jupyter.widgets import ProgressView
 
 

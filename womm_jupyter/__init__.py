@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import TaskInfo
-from .dispatch import Dispatch, Event, Progress
+from .commands import finish, status
 from .errors import (
     BackendError,
     ImageError,
@@ -21,10 +21,10 @@ from .errors import (
     WommError,
     WorkersLostError,
 )
-from .manage import finish, status
 from .options import ParallelOptions, resolve
-from .records import JobRecord
-from .runs import Run
+from .run.coordinator import Dispatch, Event, Progress
+from .run.handle import Run
+from .run.records import JobRecord
 
 __version__ = "0.1.0"
 

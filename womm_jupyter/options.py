@@ -458,7 +458,7 @@ def resolve(options: type[T], explicit: Mapping[str, Any], *,
     """
     environ = os.environ if environ is None else environ
     if config is None:
-        from .config import option_defaults  # config.py imports errors only: no cycle
+        from .config import option_defaults
 
         config = option_defaults(cwd)
     known = {field.name for field in dataclasses.fields(options)}  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ def test_thirty_tasks_with_random_pod_deletions_each_log_exactly_once(cluster, n
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOMM_")}
     env["KUBECONFIG"] = cluster.kubeconfig
     proc = subprocess.Popen(
-        [sys.executable, "-m", "womm_jupyter.cli", "experiment", "run", "-i",
+        [sys.executable, "-m", "womm_jupyter", "experiment", "run", "-i",
          cluster.base_image, "--kube-cpu", "0.05", "--kube-mem", "32Mi", "--max-pods", "8",
          "--namespace", namespace, "-f", str(tasks), "-l", str(logs)],
         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -66,7 +66,7 @@ def test_cell_tasks_run_and_df_has_one_row_per_task(ip, cluster, namespace, tmp_
 
 
 def test_live_table_widget_ends_with_every_task_done(ip, cluster, namespace, tmp_path):
-    from womm_jupyter.experiments import Experiment
+    from womm_jupyter.kuboid.experiment import Experiment
     from womm_jupyter.options import ExperimentOptions
 
     options = ExperimentOptions(image=cluster.base_image, kube_cpu=0.05, kube_mem="32Mi",

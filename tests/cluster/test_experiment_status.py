@@ -27,7 +27,7 @@ def _env(cluster) -> dict[str, str]:
 
 
 def womm(cluster, *args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "womm_jupyter.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "womm_jupyter", *args], cwd=cwd,
                           env=_env(cluster), capture_output=True, text=True, timeout=180,
                           stdin=subprocess.DEVNULL)
 
@@ -65,7 +65,7 @@ def test_killed_client_shows_orphaned_and_finish_leaves_nothing(cluster, namespa
     tasks = tmp_path / "tasks.txt"
     tasks.write_text("sleep 300\nsleep 301\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "womm_jupyter.cli", "experiment", "run", "-i",
+        [sys.executable, "-m", "womm_jupyter", "experiment", "run", "-i",
          cluster.base_image, "--kube-cpu", "0.05", "--kube-mem", "32Mi", "--namespace",
          namespace, "-f", str(tasks), "-l", str(tmp_path / "logs")],
         cwd=tmp_path, env=_env(cluster), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -118,7 +118,7 @@ def test_a_finished_experiment_leaves_no_root_and_finish_of_a_live_one_stops_it(
     # `womm finish` of an experiment whose client still runs: the client stops too.
     tasks.write_text("sleep 300\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "womm_jupyter.cli", "experiment", "run", "-i",
+        [sys.executable, "-m", "womm_jupyter", "experiment", "run", "-i",
          cluster.base_image, "--kube-cpu", "0.05", "--kube-mem", "32Mi", "--namespace",
          namespace, "-f", str(tasks), "-l", str(tmp_path / "logs2")],
         cwd=tmp_path, env=_env(cluster), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

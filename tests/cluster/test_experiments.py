@@ -22,7 +22,7 @@ SELECTOR = "app.kubernetes.io/managed-by=womm"
 def womm(cluster, *args, cwd, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOMM_")}
     env["KUBECONFIG"] = cluster.kubeconfig
-    return subprocess.run([sys.executable, "-m", "womm_jupyter.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "womm_jupyter", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=kwargs.pop("stdin", subprocess.DEVNULL), **kwargs)
 
@@ -30,7 +30,7 @@ def womm(cluster, *args, cwd, timeout=300, **kwargs) -> subprocess.CompletedProc
 def start(cluster, *args, cwd) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOMM_")}
     env["KUBECONFIG"] = cluster.kubeconfig
-    return subprocess.Popen([sys.executable, "-m", "womm_jupyter.cli", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "womm_jupyter", *args], cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -132,7 +132,7 @@ def test_file_server_protocol_alloc_rsync_list_free(cluster, namespace, setup_do
     assert share_dir == "/export/shares/s1"
     env = dict(os.environ, KUBECONFIG=cluster.kubeconfig, WOMM_KEXEC_NAMESPACE=namespace)
     run = subprocess.run(["rsync", "-rlpt", "--blocking-io", "--stats",
-                          "-e", f"'{sys.executable}' -m womm_jupyter._kexec",
+                          "-e", f"'{sys.executable}' -m womm_jupyter.share.kexec",
                           f"{project}/", f"{pod}:{share_dir}/"],
                          env=env, text=True, capture_output=True, timeout=120)
     assert run.returncode == 0, run.stderr

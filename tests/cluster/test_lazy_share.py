@@ -426,7 +426,7 @@ def test_passive_sshfs_over_an_exec_stream_needs_no_keys_and_dies_with_its_clien
     to_sshfs_r, to_sshfs_w = os.pipe()
     to_kexec_r, to_kexec_w = os.pipe()
     env = dict(_env(cluster), WOMM_KEXEC_NAMESPACE=namespace)
-    kexec = subprocess.Popen([sys.executable, "-m", "womm_jupyter._kexec", pod,
+    kexec = subprocess.Popen([sys.executable, "-m", "womm_jupyter.share.kexec", pod,
                               "womm-fsserver", "sftp", "lazy1"], stdin=to_kexec_r,
                              stdout=to_sshfs_w, env=env)
     started = time.monotonic()

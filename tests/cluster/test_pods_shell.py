@@ -42,7 +42,7 @@ def experiment_pod(cluster, namespace, tmp_path):
     tasks = tmp_path / "tasks.txt"
     tasks.write_text("echo started; sleep 600\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "womm_jupyter.cli", "experiment", "run", "-i",
+        [sys.executable, "-m", "womm_jupyter", "experiment", "run", "-i",
          cluster.base_image, "--kube-cpu", "0.05", "--kube-mem", "32Mi", "--namespace",
          namespace, "-f", str(tasks), "-l", str(tmp_path / "logs")],
         cwd=tmp_path, env=_env(cluster), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -58,7 +58,7 @@ def experiment_pod(cluster, namespace, tmp_path):
 def test_a_shell_in_a_running_pod_through_a_pty(cluster, namespace, experiment_pod, tmp_path):
     import pexpect
 
-    child = pexpect.spawn(sys.executable, ["-m", "womm_jupyter.cli", "pods", "shell",
+    child = pexpect.spawn(sys.executable, ["-m", "womm_jupyter", "pods", "shell",
                                            experiment_pod, "--namespace", namespace],
                           cwd=str(tmp_path), env=_env(cluster), timeout=60, encoding="utf-8",
                           dimensions=(33, 101))
@@ -97,7 +97,7 @@ def test_the_pod_name_piped_in_and_a_command_on_the_terminal(cluster, namespace,
 def test_shell_refusals_say_what_to_do(cluster, namespace, experiment_pod, tmp_path):
     def womm(*args: str) -> subprocess.CompletedProcess:
         # A new session has no controlling terminal: /dev/tty cannot be opened.
-        return subprocess.run([sys.executable, "-m", "womm_jupyter.cli", "pods", "shell",
+        return subprocess.run([sys.executable, "-m", "womm_jupyter", "pods", "shell",
                                *args, "--namespace", namespace], cwd=tmp_path,
                               env=_env(cluster), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=120,

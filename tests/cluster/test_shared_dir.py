@@ -31,7 +31,7 @@ CPU = "0.2"
 def _womm(cluster, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOMM_")}
     env["KUBECONFIG"] = cluster.kubeconfig
-    return subprocess.run([sys.executable, "-m", "womm_jupyter.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "womm_jupyter", *args], cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
 

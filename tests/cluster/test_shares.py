@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from womm_jupyter import share
 from womm_jupyter.config import ProjectConfig, save_project
+from womm_jupyter.share import eager as share
 
 pytestmark = pytest.mark.cluster
 

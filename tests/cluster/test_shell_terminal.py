@@ -21,7 +21,7 @@ import tornado.websocket
 from kubernetes import client
 
 import womm_jupyter
-from womm_jupyter.backends.kube_shell import KubernetesShell
+from womm_jupyter.shell.kubernetes import KubernetesShell
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._wsframes import read_frames
+from ..kube._wsframes import read_frames
 
 _HEADER = struct.Struct(">cII")  # type, channel, length (as mux.pl)
 

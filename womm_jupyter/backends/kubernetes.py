@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import _paths, manifests
+from .. import _paths
 from ..errors import BackendError, MissingToolError
+from ..kube import manifests
 from ..naming import owner, task_object_name
 from ._relay import PodRelay
 from .base import (
@@ -132,7 +133,7 @@ class KubernetesBackend(Backend):
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         from kubernetes.client.exceptions import ApiException
 
-        from ..shared import shared_claim
+        from ..kube.shared_volume import shared_claim
 
         plan = dataclasses.replace(plan, shared_claim=shared_claim(self.core, self.namespace))
         self._plan, self._on_gone = plan, on_gone

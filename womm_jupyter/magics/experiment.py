@@ -5,7 +5,7 @@ comments are skipped), like the task file of ``womm experiment run``; the option
 command's, generated from the same option model. The magic blocks the cell like the command
 blocks a terminal: it drains the experiment's events on the cell's own thread, writes messages
 to ``sys.stderr``, shows the live table (a widget, where widgets render) or a plain progress
-line, and returns the :class:`~womm_jupyter.experiments.Experiment`, whose ``.df`` has one row
+line, and returns the :class:`~womm_jupyter.kuboid.experiment.Experiment`, whose ``.df`` has one row
 per task. Interrupting the kernel cancels the experiment: its pods are deleted, saved logs
 stay.
 """
@@ -23,7 +23,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.display import display
 
 from ..errors import OptionError
-from ..experiments import Experiment, ExperimentEvent
+from ..kuboid.experiment import Experiment, ExperimentEvent
 from ..options import ExperimentOptions, add_arguments, resolve
 from .parsing import HelpShown, MagicParser, split_line
 

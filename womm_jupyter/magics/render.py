@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from ..backends import TaskInfo
-from ..dispatch import Progress
+from ..run.coordinator import Progress
 
 __all__ = ["TaskTable", "TextProgress", "progress_text"]
 

@@ -28,12 +28,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
 
-from .. import manage, server
-from .._parallel import INPUT_SEPARATORS
-from ..dispatch import Dispatch, Event
+from .. import commands as manage
+from .. import server
 from ..errors import OptionError
 from ..options import SetupOptions, resolve
-from ..runs import Run
+from ..run.coordinator import Dispatch, Event
+from ..run.gnu import INPUT_SEPARATORS
+from ..run.handle import Run
 from .parsing import HelpShown, build_parser, parse, resolve_usage, split_line
 from .render import TaskTable, TextProgress
 
@@ -176,7 +177,7 @@ class WommMagics(Magics):
             raise UsageError("%%womm_parallel: give the inputs either in the cell body or "
                              "after `:::`, not both (GNU parallel would ignore the cell body)")
         if options.async_:
-            from ..detached import submit
+            from ..run.detached import submit
 
             data = None if has_sources else "".join(f"{text}\n" for text in inputs).encode()
             done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data,
@@ -220,7 +221,7 @@ class WommMagics(Magics):
     def _citation(self) -> None:
         # GNU parallel's citation notice prompts on a terminal; a kernel has none, so run the
         # CLI's own routine with no input and show what it prints.
-        done = subprocess.run([sys.executable, "-m", "womm_jupyter.cli", "parallel",
+        done = subprocess.run([sys.executable, "-m", "womm_jupyter", "parallel",
                                "--citation"], stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, check=False)
         sys.stdout.write(done.stdout)
@@ -279,7 +280,7 @@ class WommMagics(Magics):
     %womm_logs k3xq9m2a -f
 """)
     def womm_logs(self, line: str) -> None:
-        from ..detached import logs
+        from ..run.detached import logs
 
         words, rest = split_line(line)
         if rest is not None:
@@ -322,7 +323,7 @@ class WommMagics(Magics):
             return None
         if explicit.get("script") or explicit.get("show"):
             return _run_cli(["setup", *words])
-        from ..setup_plan import setup_widget
+        from ..setup.plan import setup_widget
 
         try:  # the same validation as the CLI; the project config plays no part in setup
             resolve(SetupOptions, explicit, config={})
@@ -340,7 +341,7 @@ class WommMagics(Magics):
     code = %womm_shell -- sh -c 'exit 7'
 """)
     def womm_shell(self, line: str) -> Any:
-        from ..shell import start_shell
+        from ..shell.docker import start_shell
 
         split = _DASHES.search(line)
         head, command = (line[:split.start()], line[split.end():].strip()) if split else \
@@ -361,8 +362,8 @@ class WommMagics(Magics):
         if command is None:
             from IPython.display import IFrame
 
-            from ..shell import ShellSession
-            from ..tty_bridge import serve
+            from ..shell.bridge import serve
+            from ..shell.docker import ShellSession
 
             atexit.register(session.close)  # the kernel's end ends its shells
             if not isinstance(session, ShellSession):  # Kubernetes: the kernel holds the exec
@@ -393,7 +394,7 @@ def _run_cli(args: list[str]) -> int | None:
     """Run ``womm ARGS`` with no terminal, streaming its output into the cell (on this
     thread); an interrupt reaches it as Ctrl-C does in a terminal, and its cleanup is awaited.
     Returns its exit status when it failed."""
-    proc = subprocess.Popen([sys.executable, "-m", "womm_jupyter.cli", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "womm_jupyter", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     chunks: queue.Queue[tuple[str, bytes] | None] = queue.Queue()

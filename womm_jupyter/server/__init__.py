@@ -5,7 +5,7 @@ named ``*_process`` so the submodules of the same names do not shadow them):
 
 ``womm-dashboard``
     :mod:`womm_jupyter.server.dashboard`: a tiny stdlib HTTP server rendering
-    :func:`womm_jupyter.manage.status` as an HTML page that refreshes itself.
+    :func:`womm_jupyter.commands.status` as an HTML page that refreshes itself.
 ``womm-terminal``
     :mod:`womm_jupyter.server.terminal`: a web terminal (xterm.js, vendored) attached to the
     TTY of a ``%womm_shell`` container or a ``%womm_setup`` testbed, chosen by the page's

@@ -2,7 +2,7 @@
 
 ``python -m womm_jupyter.server.dashboard --unix-socket PATH`` (as jupyter-server-proxy
 starts it) or ``--port N`` (on 127.0.0.1). ``/`` is an HTML table of
-:func:`womm_jupyter.manage.status` that reloads itself every few seconds; ``/tasks.json`` is
+:func:`womm_jupyter.commands.status` that reloads itself every few seconds; ``/tasks.json`` is
 the same rows as JSON. Nothing here changes a task.
 """
 
@@ -68,8 +68,8 @@ def render(tasks: list[Any], *, error: str = "", now: float | None = None) -> st
 
 
 def _status() -> tuple[list[Any], str]:
+    from ..commands import status
     from ..errors import WommError
-    from ..manage import status
 
     try:
         return status(), ""

@@ -11,7 +11,7 @@ starts it) or ``--port N`` (127.0.0.1). Routes, relative to where the proxy moun
     message ``{"resize": [rows, columns]}`` resizes the TTY. The terminal's earlier output is
     replayed first, so a reloaded page shows the prompt and history. A Kubernetes shell
     (a pod named ``womm-shell-ID``, its exec held by the kernel that started it) is reached
-    through the kernel's :mod:`womm_jupyter.tty_bridge` socket instead, which replays its
+    through the kernel's :mod:`womm_jupyter.shell.bridge` socket instead, which replays its
     recent output (the last 64 KiB) the same way.
 ``/static/...``
     the vendored xterm.js files.
@@ -131,10 +131,10 @@ class _Terminal(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self, *args: str, **kwargs: str) -> None:
-        from .. import tty_bridge
         from ..backends.docker import connect
         from ..errors import WommError
-        from ..shell import attach_terminal
+        from ..shell import bridge as tty_bridge
+        from ..shell.docker import attach_terminal
 
         self._name = _container(self)
         self._loop = tornado.ioloop.IOLoop.current()
@@ -186,7 +186,7 @@ class _Terminal(tornado.websocket.WebSocketHandler):
         try:
             rows, columns = json.loads(message)["resize"]
             if self._bridged:
-                from .. import tty_bridge
+                from ..shell import bridge as tty_bridge
 
                 tty_bridge.resize(self._name, int(rows), int(columns))
             else:

@@ -23,7 +23,7 @@ class ExperimentView(ipywidgets.VBox):  # type: ignore[misc]  # (ipywidgets is u
     Parameters
     ----------
     experiment:
-        an :class:`~womm_jupyter.experiments.Experiment`, or anything with
+        an :class:`~womm_jupyter.kuboid.experiment.Experiment`, or anything with
         ``add_listener(callable)``, ``table_html()``, ``progress``, ``status`` and ``done()``.
 
     Examples

@@ -6,7 +6,7 @@ from typing import Any
 
 import ipywidgets
 
-from ..dispatch import Event, Progress
+from ..run.coordinator import Event, Progress
 
 __all__ = ["ProgressView"]
 

@@ -1,7 +1,7 @@
 """``SetupView``: ``%womm_setup`` as a form, a testbed terminal, "Does it work?" and a push bar.
 
-The view only sets traits and calls the core: :func:`womm_jupyter.setup_plan.plan_setup`
-decides, :class:`womm_jupyter.image.SetupSession` does the work, :func:`setup_plan.record`
+The view only sets traits and calls the core: :func:`womm_jupyter.setup.plan.plan_setup`
+decides, :class:`womm_jupyter.setup.testbed.SetupSession` does the work, :func:`setup_plan.record`
 saves the result. Every button goes through one decorator (:func:`_action`): it disables the
 controls, runs the call on a worker thread (a push takes a while; the kernel stays free),
 shows a :class:`~womm_jupyter.WommError` in the panel, and enables what the current step
@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import ipywidgets
 
 from ..errors import WommError
-from ..image import PushProgress, Round, SetupSession, Testbed, dependencies
 from ..options import SetupOptions
 from ..server import terminal_url
-from ..setup_plan import SHARE_LABELS, SetupPlan, plan_setup, record, share_name
+from ..setup.plan import SHARE_LABELS, SetupPlan, plan_setup, record, share_name
+from ..setup.testbed import PushProgress, Round, SetupSession, Testbed, dependencies
 
 __all__ = ["FORM_FIELDS", "SetupView"]
 

@@ -1,0 +1,4 @@
+"""`python -m womm_jupyter ...`: the womm CLI."""
+from .cli import main
+
+raise SystemExit(main())

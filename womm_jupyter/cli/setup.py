@@ -1,0 +1,344 @@
+"""`womm setup`: the terminal dialogue (a face: the work is done by ``image.py`` and
+``config.py``). Questions keep the original WOMM's words; every answer has a flag
+(``--share``, ``--base``, ``--prefix``, ``--yes``, ``--script``) so the same setup runs
+without a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import OptionError, SetupError
+from ..naming import new_task_id
+from ..options import SetupOptions
+from ..setup import plan as setup_plan
+from ..setup.testbed import PushProgress, Round, SetupSession, Testbed, dependencies
+from . import _terminal
+
+__all__ = ["setup", "show"]
+
+DEFAULT_BASE = "ubuntu:22.04"
+_SHARE_MENU = """\
+How do you want to share {cwd} to your cloud?
+1) lazily
+2) eagerly (no syncback)
+3) eagerly (syncback on complete, not recommended)
+4) not at all
+*) never mind, quit"""
+_PREFIX_QUESTION = """\
+What is a prefix of a docker image name that you are authorized to push to a secure location?
+e.g. 'us-west4-docker.pkg.dev/angr-ci/defcon/'"""
+
+class _Quit(Exception):
+    """The user chose to stop (the menu's `*`, or "n"): nothing is saved."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _ask(default: str, choices: tuple[str, ...] = ()) -> str:
+    """Read one answer after a ``[default] >`` prompt; empty means the default."""
+    prompt = f"[{default}] > " if default else "> "
+    while True:
+        try:
+            answer = input(prompt).strip()
+        except EOFError:
+            raise OptionError("womm setup: no answer (end of input); answer on a terminal, or "
+                              "give every answer as a flag (--share, --base, --prefix, --yes)"
+                              ) from None
+        answer = answer or default
+        if answer and (not choices or answer in choices):
+            return answer
+        if choices:
+            _say(f"Please answer {' or '.join(choices)}.")
+
+
+def _yes_no(question: str, default: str) -> bool:
+    _say(f"{question} y/n")
+    return _ask(default, ("y", "n")) == "y"
+
+
+def _show_env(values: dict[str, str]) -> str:
+    return "\n".join(f"  {name}={value!r}" for name, value in values.items())
+
+
+def show(cwd: Path) -> int:
+    """``womm setup --show``: the project's configuration and the user's prefix."""
+    found = config.load_project(cwd)
+    prefix = config.load_user().get("prefix", "")
+    if found is None:
+        _say(f"No womm setup in {cwd} or above: run `womm setup` there.")
+        if prefix:
+            _say(f"image prefix (yours): {prefix}")
+        return 1
+    directory, project = found
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(project.updated))
+    _say(f"project:     {directory}  ({directory / config.PROJECT_FILE})")
+    _say(f"image:       {project.image}")
+    _say(f"pushed as:   {project.tag}")
+    _say(f"base image:  {project.base}")
+    _say(f"share:       {project.share}")
+    _say(f"updated:     {when}")
+    if prefix:
+        _say(f"prefix:      {prefix}  ({config.user_config_path()})")
+    if project.environment:
+        _say("environment:")
+        _say(_show_env(project.environment))
+    else:
+        _say("environment: (none captured)")
+    return 0
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP end setup as Ctrl-C does: through the cleanup."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interact(testbed: Testbed) -> None:
+    """Join this terminal to the testbed's shell until it exits.
+
+    The docker SDK attaches a raw socket to the container's TTY; this loop is what
+    `docker run -it` does: raw mode here, bytes both ways, SIGWINCH becomes a resize.
+    """
+    sock = testbed.attach_socket()
+    testbed.start()
+    _terminal.join(sock, testbed.resize)
+    if testbed.running():  # detached (ctrl-p ctrl-q): the shell still runs; end it
+        testbed.container.kill()
+
+
+def _run_script(testbed: Testbed, script: str) -> None:
+    testbed.start()
+    for chunk in testbed.output():
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    code = testbed.wait()
+    if code != 0:
+        raise SetupError(f"the setup script {script} failed in the testbed (exit status "
+                         f"{code}); nothing was saved. Fix it and run `womm setup` again.")
+
+
+class _PushDisplay:
+    """Docker-like push progress: a line per finished layer, one live line for the rest."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.layers: dict[str, tuple[int, int]] = {}
+        self.live = False
+        self.shown = 0.0
+
+    def __call__(self, event: PushProgress) -> None:
+        if not event.layer:
+            return
+        if event.status == "Pushing" and event.total:
+            self.layers[event.layer] = (event.current or 0, event.total)
+            if self.tty and time.monotonic() - self.shown > 0.1:  # ~10 redraws a second
+                self.shown = time.monotonic()
+                done = sum(c for c, _ in self.layers.values()) / 1e6
+                total = sum(t for _, t in self.layers.values()) / 1e6
+                sys.stdout.write(f"\r\x1b[KPushing {len(self.layers)} layer(s): "
+                                 f"{done:.1f}/{total:.1f} MB")
+                sys.stdout.flush()
+                self.live = True
+            return
+        if event.status in ("Preparing", "Waiting", "Pushing"):
+            return
+        self.layers.pop(event.layer, None)
+        self._clear()
+        _say(f"{event.layer}: {event.status}")
+
+    def _clear(self) -> None:
+        if self.live:
+            sys.stdout.write("\r\x1b[K")
+            self.live = False
+
+    def close(self) -> None:
+        self._clear()
+        sys.stdout.flush()
+
+
+def _decide_secrets(round_: Round, options: SetupOptions) -> dict[str, str]:
+    kept = {name.strip() for name in options.keep_secrets.split(",") if name.strip()}
+    chosen = {}
+    for name, value in round_.capture.secrets.items():
+        if name in kept:
+            chosen[name] = value
+        elif not options.yes and _yes_no(f"{name} looks like a secret and is left out of the "
+                                         "image. Keep it anyway?", "n"):
+            chosen[name] = value
+    return chosen
+
+
+def setup(options: SetupOptions, cwd: Path | None = None) -> int:
+    """``womm setup``: the dialogue; see the module's docstring."""
+    cwd = (cwd or Path.cwd()).resolve()
+    if options.show:
+        return show(cwd)
+    try:
+        with _signals_interrupt():
+            return _setup(options, cwd)
+    except _Quit as stop:
+        _say(str(stop))
+        return stop.status
+
+
+def _setup(options: SetupOptions, cwd: Path) -> int:
+    from ..backends.docker import connect
+
+    if not options.script and not sys.stdin.isatty():
+        raise OptionError("womm setup: the testbed shell needs a terminal; run it in one, or "
+                          "pass --script FILE to run a setup script instead")
+    if options.script and not Path(options.script).is_file():
+        raise OptionError(f"--script {options.script}: no such file")
+    found = config.load_project(cwd)
+    project_dir, previous = found if found else (cwd, None)
+    user = config.load_user()
+
+    # -- share method ------------------------------------------------------------------------
+    share = setup_plan.share_name(options.share) if options.share else ""
+    if not share and previous is not None:
+        _say(f"This project ({project_dir}) runs {previous.image}, shared {previous.share}.")
+        share = previous.share
+        if not options.yes and _yes_no("Do you want to change the share type?", "n"):
+            share = ""
+    if not share:
+        if options.yes:
+            raise OptionError("--share is required with --yes on a first setup "
+                              "(1 lazy, 2 eager, 3 eager-syncback, 4 none)")
+        _say(_SHARE_MENU.format(cwd=cwd))
+        answer = _ask("*", ("1", "2", "3", "4", "*"))
+        if answer == "*":
+            raise _Quit("Never mind: nothing was changed.", 0)
+        share = setup_plan.share_name(answer)
+
+    # -- start image --------------------------------------------------------------------------
+    base = options.base
+    from_scratch = True
+    if not base and previous is not None:
+        if options.yes or not _yes_no("Do you want to change your base image?", "n"):
+            from_scratch = False
+            start_image, base = previous.image, previous.base
+            _say(f"Starting from the project's image {previous.image}")
+    if from_scratch:
+        if not base and options.yes:
+            base = DEFAULT_BASE
+        elif not base:
+            _say("What is the docker hub name for the base image for your operating system?")
+            base = _ask(DEFAULT_BASE)
+        start_image = base
+
+    # -- image name ---------------------------------------------------------------------------
+    prefix = options.prefix
+    if from_scratch or previous is None:
+        project_id = new_task_id()
+        if not prefix:
+            remembered = str(user.get("prefix", ""))
+            if options.yes and not remembered:
+                raise OptionError("--prefix is required with --yes on a first setup, e.g. "
+                                  "--prefix registry.example.org/me/")
+            if options.yes:
+                prefix = remembered
+            else:
+                _say(_PREFIX_QUESTION)
+                prefix = _ask(remembered)
+        repository = setup_plan.repository(prefix, project_id)
+    else:
+        assert previous is not None
+        project_id = previous.project_id
+        repository = (setup_plan.repository(prefix, project_id) if prefix
+                      else previous.image.split("@", 1)[0])
+
+    # -- testbed rounds -----------------------------------------------------------------------
+    client = connect()
+    _say(f"Preparing the testbed from {start_image}...")
+    session = SetupSession(client, cwd, start_image, project_id=project_id, share=share,
+                           host_rw=options.host_rw)
+    try:
+        needs = ", ".join(dep.name for dep in dependencies(share))
+        while True:
+            _say("This is a *local* shell where any dependencies you install will be saved.")
+            _say("The goal is that if your application works here, it will work on the cloud "
+                 "too.")
+            _say("Make it work!")
+            _say(f"Also make sure our dependencies are installed: {needs}")
+            if options.script:
+                testbed = session.testbed(Path(options.script))
+                _run_script(testbed, options.script)
+            else:
+                testbed = session.testbed(term=os.environ.get("TERM", "xterm"))
+                _interact(testbed)
+            _say("Checking the image for what workers need...")
+            round_ = session.finish(testbed)
+            if not round_.missing:
+                break
+            _say(f"You didn't install {', '.join(round_.missing)}!")
+            if options.script:
+                raise SetupError(f"the image lacks {', '.join(round_.missing)} after the setup "
+                                 f"script {options.script}: install it there (e.g. apt-get "
+                                 "install -y perl-base) and run again; nothing was saved.")
+            if options.yes or not _yes_no("Try again?", "y"):
+                raise _Quit("Nothing was pushed; the project config is unchanged.", 1)
+
+        # -- environment ----------------------------------------------------------------------
+        capture = round_.capture
+        for problem in capture.problems:
+            _say(f"Note: {problem}")
+        if capture.environment:
+            _say("These exported variables will be in the run-time environment:")
+            _say(_show_env(capture.environment))
+        else:
+            _say("No exported variables were captured.")
+        environment = {**capture.environment, **_decide_secrets(round_, options)}
+        left_out = sorted(set(capture.secrets) - set(environment))
+        if left_out:
+            _say(f"Left out (they look like secrets): {', '.join(left_out)}")
+
+        if not options.yes and not _yes_no("Does it work?", "y"):
+            raise _Quit("Nothing was pushed; the project config is unchanged.", 1)
+
+        # -- commit, push, record -------------------------------------------------------------
+        tag = time.strftime("%Y%m%d-%H%M%S")
+        _say(f"The push refers to repository [{repository}]")
+        display = _PushDisplay()
+        try:
+            published = session.publish(repository, tag, environment, display)
+        finally:
+            display.close()
+        _say(f"{published.tagged}: digest: {published.digest}")
+        kept = dict(previous.environment) if previous is not None and not from_scratch else {}
+        record = config.ProjectConfig(
+            project_id=project_id, image=published.reference, tag=published.tagged,
+            base=base, share=share, environment={**kept, **environment},
+            updated=time.time())
+        path = config.save_project(project_dir, record)
+        if prefix and prefix != user.get("prefix"):
+            config.save_user(prefix=prefix)
+        _say(f"Saved in {path}: jobs now run {published.reference}")
+        if share == "lazy":
+            _say("On Kubernetes a lazy share mounts this directory in each worker pod with "
+                 "sshfs: run `womm parallel --privileged-fuse ...` to allow that (the worker "
+                 "pods then run privileged; see README). Docker and local runs need nothing.")
+        return 0
+    finally:
+        session.close()

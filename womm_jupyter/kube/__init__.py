@@ -1,0 +1,1 @@
+"""The one Kubernetes layer: client set-up, error translation, exec streams, manifests."""

@@ -1,0 +1,1 @@
+"""kuboid's workflow: experiments (one pod per task) and the pod verbs."""

@@ -1,0 +1,817 @@
+"""Experiments (kuboid's ``monitor_experiment``, working): one pod per task line.
+
+Each task line (from a file that may grow while the experiment runs, or from a stream such as
+standard input) runs as ``sh -c LINE`` in a pod of its own. The log directory is the ledger:
+
+- ``<key>.log`` is written (to a temporary name, then renamed) only when the task's pod
+  completed with exit status 0; a task whose log exists is never run again, so running the
+  same experiment again resumes it.
+- ``<key>.failed`` is written when a task failed (non-zero exit or OOM-killed) on its first
+  run and on all ``--max-retries`` retries: its attempts, their reasons and the last log tail.
+  It does not stop a later run from trying the task again; a later success removes it.
+
+``<key>`` is the task's line number and a sanitised, collision-free form of the line
+(:func:`~womm_jupyter.naming.experiment_task_key`). Pod names carry the experiment id, the line
+number and the attempt (:func:`~womm_jupyter.naming.experiment_pod_name`): unique by
+construction. Pods carry ``app.kubernetes.io/managed-by=womm``, ``womm/task=<experiment id>``,
+``womm/owner`` and ``womm/experiment-task=<line number>``; the experiment watches, changes and
+deletes only pods with its own id.
+
+Pods are followed with a watch from a listed resourceVersion (relisted on 410 Gone), never by
+polling. A pod that vanishes (deleted, evicted, pre-empted, its node lost) is rescheduled and
+does not count as a failed attempt. The task file is checked for appended lines once a second.
+
+The core never prints: :class:`Experiment` reports :class:`ExperimentEvent`s (``progress``
+carries a :class:`Progress`) to whoever iterates :meth:`Experiment.events`, and calls the
+listeners added with :meth:`Experiment.add_listener` (widgets) on its own thread.
+
+In the cluster, an experiment ``<id>`` is a root ConfigMap ``womm-task-<id>`` (label
+``womm/role=experiment``; annotations for `womm status`), a Lease of the same name that the
+running client renews every :data:`HEARTBEAT_SECONDS`, and its pods; the Lease and the pods
+carry an ownerReference to the root, so deleting the root deletes everything. `womm status`
+lists experiments (:func:`tasks`: RUNNING, or ORPHANED once the Lease went stale because the
+client died) and `womm finish ID` (:func:`finish`) deletes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import html
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
+from ..errors import ImageError, OptionError, WommError
+from ..kube import manifests
+from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
+from ..options import ExperimentOptions
+
+__all__ = ["HEARTBEAT_SECONDS", "LABEL_EXPERIMENT_TASK", "Experiment", "ExperimentEvent",
+           "Progress", "TaskOutcome", "finish", "tasks"]
+
+LABEL_EXPERIMENT_TASK = "womm/experiment-task"
+LABEL_ATTEMPT = "womm/attempt"
+
+# Waiting reasons of a pod that waiting will not cure: the image cannot be had.
+_IMAGE_FATAL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+# A Failed pod with one of these pod-level reasons did not fail by itself: it was removed.
+_VANISHED_REASONS = {"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
+                     "Preempting", "DeletionByTaintManager", "UnexpectedAdmissionError"}
+_LOG_TAIL_LINES = 40
+_FILE_CHECK_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0
+_STALE_LEASE = 10.0  # a Lease not renewed for this long: the client is gone (ORPHANED)
+ROLE_EXPERIMENT = "experiment"
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Counts of an experiment's tasks. ``done`` includes ``skipped`` (logs found at start);
+    ``failed`` counts tasks that failed every attempt; ``rescheduled`` and ``retried`` count
+    pods started again (after vanishing, after failing)."""
+
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    pending: int = 0
+    failed: int = 0
+    rescheduled: int = 0
+    retried: int = 0
+    skipped: int = 0
+
+    def line(self) -> str:
+        """``12 tasks: 7 done, 2 running, 3 pending, 0 failed, 1 rescheduled, 0 retried``."""
+        return (f"{self.total} tasks: {self.done} done, {self.running} running, "
+                f"{self.pending} pending, {self.failed} failed, {self.rescheduled} rescheduled, "
+                f"{self.retried} retried")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentEvent:
+    """Something a face may show. ``kind`` is one of ``started``, ``progress`` (``data`` is a
+    :class:`Progress`), ``completed``, ``rescheduled``, ``retry``, ``failed`` (``data`` is a
+    :class:`TaskOutcome`), ``waiting`` (a pod cannot be scheduled yet), ``deleted``."""
+
+    kind: str
+    text: str = ""
+    data: Any = None
+
+
+@dataclasses.dataclass
+class TaskOutcome:
+    """One task line and what became of it."""
+
+    index: int  # line number in the task file (1-based)
+    command: str
+    key: str
+    status: str = "waiting"  # waiting | pending | running | done | failed
+    pod: str = ""  # the current attempt's pod, "" when none
+    attempts: int = 0  # pods started
+    failures: list[str] = dataclasses.field(default_factory=list)
+    oom_killed: bool = False  # the last failure was an OOM kill
+    rescheduled: int = 0
+    skipped: bool = False  # its log was there before the experiment started it
+    last_pod: str = ""  # the latest attempt's pod (kept after it was deleted)
+    log: str = ""  # path of its log once it completed
+
+
+_FINISHED = ExperimentEvent("finished")
+
+
+class Experiment:
+    """A running experiment: pods for task lines, until every task is done or failed.
+
+    Starts at once on a background thread. ``events()`` yields what happens; ``cancel()``
+    stops it (every pod of the experiment is deleted, as at the end of a normal run);
+    ``result()`` waits and returns the tasks, or raises what stopped the experiment.
+
+    Parameters
+    ----------
+    options:
+        the experiment's options (image, task file, log directory, retries, pod size...).
+    lines:
+        the task lines when ``options.task_file`` is empty (e.g. ``sys.stdin``); read on a
+        thread of their own as they come.
+    source:
+        what ``lines`` are, for messages (e.g. "the cell").
+    """
+
+    def __init__(self, options: ExperimentOptions, lines: Iterable[str] | None = None, *,
+                 source: str = "standard input") -> None:
+        from kubernetes import client
+
+        from ..backends.kubernetes import load_config
+
+        if not options.task_file and lines is None:
+            raise OptionError("womm experiment run: give the tasks with -f TASKFILE or on "
+                              "standard input, one shell command line per line")
+        self.options = options
+        self.id = new_task_id()
+        self.owner = owner()
+        self.log_dir = Path(options.log_dir)
+        self._task_file = Path(options.task_file) if options.task_file else None
+        if self._task_file is not None and not self._task_file.is_file():
+            raise OptionError(f"--task-file: {self._task_file} is not a file: give an existing "
+                              "file of task lines, or pipe the lines in")
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(f"--log-dir: cannot create {self.log_dir} ({exc.strerror}): "
+                              "choose a directory you may write") from None
+        api, default_namespace = load_config(options.context)
+        self.namespace = options.namespace or default_namespace
+        self.core = client.CoreV1Api(api)
+        self.tasks: dict[int, TaskOutcome] = {}
+        self.status = "running"  # running | done (all tasks done) | failed | cancelled
+        self.error: BaseException | None = None
+        self.progress = Progress()
+        self._lines = lines
+        self._source = source
+        self._input_done = lines is None  # a file has no end; a stream ends at EOF
+        self._file_offset = 0
+        self._file_lines = 0
+        self._file_partial = b""
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._events: queue.Queue[ExperimentEvent] = queue.Queue()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._waiting_reported: set[str] = set()
+        self._listeners: list[Callable[[ExperimentEvent], None]] = []
+        self._root_uid = ""
+        self._shared_claim = ""  # the namespace's /shared (read once the experiment starts)
+        self.finished_elsewhere = False  # `womm finish ID` deleted it while it ran
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name=f"womm-experiment-{self.id}")
+        self._thread.start()
+
+    # -- faces ------------------------------------------------------------------------------
+    def events(self) -> Iterator[ExperimentEvent]:
+        """Every event until the experiment ends. Meant for one consumer."""
+        while True:
+            event = self._events.get()
+            if event is _FINISHED:
+                return
+            yield event
+
+    def add_listener(self, listener: Callable[[ExperimentEvent], None]) -> None:
+        """Call ``listener(event)`` on the experiment's thread for each event from now on
+        (and ``ExperimentEvent("finished")`` at the end). Widgets use it; it must be quick."""
+        self._listeners.append(listener)
+
+    def snapshot(self) -> list[TaskOutcome]:
+        """Copies of the tasks as they are now, in line order (safe from any thread)."""
+        while True:
+            try:
+                items = sorted(self.tasks.items())
+                return [dataclasses.replace(task, failures=list(task.failures))
+                        for _, task in items]
+            except RuntimeError:  # the dict changed size while it was read: read again
+                continue
+
+    def done(self) -> bool:
+        """Whether the experiment has ended (and cleaned up)."""
+        return self._done.is_set()
+
+    @property
+    def df(self) -> Any:
+        """A pandas DataFrame, one row per task line: ``line`` (the number in the task list),
+        ``command``, ``pod`` (the latest attempt's), ``state``, ``attempts``, ``log`` (the
+        log's path once the task completed, else "")."""
+        import pandas as pd
+
+        columns = ["line", "command", "pod", "state", "attempts", "log"]
+        rows = [(task.index, task.command, task.last_pod or task.pod, task.status,
+                 task.attempts, task.log) for task in self.snapshot()]
+        return pd.DataFrame(rows, columns=columns)
+
+    def widget(self) -> Any:
+        """A live table of the tasks and the progress line (ipywidgets)."""
+        from ..widgets.experiment import ExperimentView
+
+        return ExperimentView(self)
+
+    def table_html(self) -> str:
+        """The tasks as an HTML table: line, command, pod, state, attempts."""
+        head = "".join(f"<th style='text-align:left'>{name}</th>"
+                       for name in ("line", "command", "pod", "state", "attempts"))
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(cell))}</td>"
+                             for cell in (task.index, task.command, task.last_pod or task.pod,
+                                          task.status, task.attempts)) + "</tr>"
+            for task in self.snapshot())
+        return (f"<table class='womm-experiment'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+    def _repr_html_(self) -> str:
+        return (f"<p>experiment {html.escape(self.id)} ({html.escape(self.status)}): "
+                f"{html.escape(self.progress.line())}; logs in "
+                f"{html.escape(str(self.log_dir))}</p>" + self.table_html())
+
+    def __repr__(self) -> str:
+        return f"<Experiment {self.id} {self.status}: {self.progress.line()}>"
+
+    def cancel(self) -> None:
+        """Stop: delete every pod of this experiment; logs already saved stay."""
+        self._stop.set()
+        self._inbox.put(("wake",))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the experiment ends (or ``timeout`` seconds); True when it ended."""
+        return self._done.wait(timeout)
+
+    def result(self) -> list[TaskOutcome]:
+        """Wait; return every task in line order, or raise what stopped the experiment."""
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        return [self.tasks[index] for index in sorted(self.tasks)]
+
+    @property
+    def selector(self) -> str:
+        """Label selector of this experiment's pods."""
+        return f"{MANAGED_BY}=womm,{LABEL_TASK}={self.id}"
+
+    # -- the experiment's thread ------------------------------------------------------------
+    def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
+        event = ExperimentEvent(kind, text, data)
+        self._events.put(event)
+        self._notify(event)
+
+    def _notify(self, event: ExperimentEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a face's bug must not stop the experiment (or its cleanup)
+                pass
+
+    def _main(self) -> None:
+        try:
+            self._run()
+            failed = any(task.status == "failed" for task in self.tasks.values())
+            self.status = "cancelled" if self._stop.is_set() else (
+                "failed" if failed else "done")
+        except BaseException as exc:  # kept for result(); the face decides how to show it
+            self.error = exc
+            self.status = "failed"
+        finally:
+            try:
+                self._cleanup()
+            except WommError as exc:
+                self.error = self.error or exc
+            self._done.set()
+            self._events.put(_FINISHED)
+            self._notify(_FINISHED)
+
+    def _run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from ..backends.kubernetes import _api_error
+        from ..kube.shared_volume import shared_claim
+
+        self._shared_claim = shared_claim(self.core, self.namespace)
+        self._create_root()
+        try:
+            listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        except ApiException as exc:
+            raise _api_error(exc, "list pods", self.namespace) from exc
+        threading.Thread(target=self._watch, args=(listed.metadata.resource_version,),
+                         daemon=True, name=f"womm-experiment-watch-{self.id}").start()
+        if self._lines is not None:
+            threading.Thread(target=self._read_lines, daemon=True,
+                             name=f"womm-experiment-input-{self.id}").start()
+        source = str(self._task_file) if self._task_file else self._source
+        self._emit("started", f"experiment {self.id}: tasks from {source}, logs in "
+                              f"{self.log_dir}, pods in namespace {self.namespace}")
+        self._read_file(final=False)
+        last_check = time.monotonic()
+        while not self._stop.is_set():
+            self._schedule()
+            self._report_progress()
+            if self._finished():
+                self._read_file(final=True)  # a last line without its newline counts too
+                if self._finished():
+                    return
+                continue
+            try:
+                item = self._inbox.get(timeout=_FILE_CHECK_SECONDS)
+            except queue.Empty:
+                item = ("wake",)
+            self._handle(item)
+            while True:  # drain what else arrived before scheduling again
+                try:
+                    self._handle(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if time.monotonic() - last_check >= _FILE_CHECK_SECONDS:
+                last_check = time.monotonic()
+                self._read_file(final=False)
+
+    def _create_root(self) -> None:
+        """The root ConfigMap and the heartbeat Lease (owned by it); start the heartbeat."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        from ..backends.kubernetes import _api_error
+
+        source = self.options.task_file or self._source
+        annotations = {"womm/command": f"experiment -i {self.options.image} ({source})",
+                       "womm/cwd": os.getcwd(), "womm/cpu": f"{self.options.kube_cpu:g}",
+                       "womm/mem": self.options.kube_mem,
+                       "womm/log-dir": str(self.log_dir.resolve()),
+                       "womm/host": socket.gethostname(), "womm/pid": str(os.getpid())}
+        coordination = client.CoordinationV1Api(self.core.api_client)
+        try:
+            root = self.core.create_namespaced_config_map(self.namespace, manifests.experiment_root(
+                task_id=self.id, owner=self.owner, annotations=annotations))
+            self._root_uid = root.metadata.uid
+            coordination.create_namespaced_lease(self.namespace, manifests.experiment_lease(
+                task_id=self.id, owner=self.owner, root_uid=self._root_uid,
+                holder=f"{socket.gethostname()}:{os.getpid()}", now=_now()))
+        except ApiException as exc:
+            raise _api_error(exc, f"create the root of experiment {self.id}",
+                             self.namespace) from exc
+        threading.Thread(target=self._heartbeat, args=(coordination,), daemon=True,
+                         name=f"womm-experiment-heartbeat-{self.id}").start()
+
+    def _heartbeat(self, coordination: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        name = task_object_name(self.id)
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                coordination.patch_namespaced_lease(name, self.namespace,
+                                                    {"spec": {"renewTime": _now()}})
+            except ApiException as exc:
+                if exc.status == 404 and not self._stop.is_set():
+                    # `womm finish ID` from elsewhere deleted the experiment: stop with it.
+                    self.finished_elsewhere = True
+                    self.cancel()
+                    return
+            except Exception:  # a missed beat is not fatal; the next one may pass
+                continue
+
+    def _finished(self) -> bool:
+        return self._input_done and all(task.status in ("done", "failed")
+                                        for task in self.tasks.values())
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "line":
+            self._add_task(item[1], item[2])
+        elif kind == "eof":
+            self._input_done = True
+        elif kind == "pod":
+            self._pod_event(item[1], item[2])
+        elif kind == "relist":
+            present = {pod.metadata.name for pod in item[1]}
+            for task in self.tasks.values():
+                if task.pod and task.pod not in present and task.status in ("pending",
+                                                                            "running"):
+                    self._vanished(task, "its pod is gone")
+            for pod in item[1]:
+                self._pod_event("MODIFIED", pod)
+        elif kind == "error":
+            raise item[1]
+
+    # -- task input -------------------------------------------------------------------------
+    def _read_lines(self) -> None:
+        assert self._lines is not None
+        try:
+            for number, line in enumerate(self._lines, start=1):
+                if self._stop.is_set():
+                    return
+                self._inbox.put(("line", number, line.rstrip("\r\n")))
+        finally:
+            self._inbox.put(("eof",))
+
+    def _read_file(self, final: bool) -> None:
+        if self._task_file is None:
+            return
+        try:
+            with self._task_file.open("rb") as handle:
+                handle.seek(self._file_offset)
+                data = handle.read()
+        except OSError as exc:
+            raise OptionError(f"--task-file: cannot read {self._task_file} "
+                              f"({exc.strerror})") from None
+        self._file_offset += len(data)
+        data = self._file_partial + data
+        *complete, self._file_partial = data.split(b"\n")
+        if final and self._file_partial:
+            complete.append(self._file_partial)
+            self._file_partial = b""
+        for raw in complete:
+            self._file_lines += 1
+            self._add_task(self._file_lines, raw.decode("utf-8", "surrogateescape").rstrip("\r"))
+
+    def _add_task(self, index: int, line: str) -> None:
+        command = line.strip()
+        if not command or command.startswith("#"):
+            return
+        task = TaskOutcome(index=index, command=command, key=experiment_task_key(index, command))
+        if self._log_path(task).exists():
+            task.status, task.skipped = "done", True
+            task.log = str(self._log_path(task))
+        self.tasks[index] = task
+
+    def _log_path(self, task: TaskOutcome) -> Path:
+        return self.log_dir / f"{task.key}.log"
+
+    # -- pods -------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        active = sum(task.status in ("pending", "running") for task in self.tasks.values())
+        for index in sorted(self.tasks):
+            task = self.tasks[index]
+            if task.status != "waiting":
+                continue
+            if self.options.max_pods and active >= self.options.max_pods:
+                return
+            if self._log_path(task).exists():  # another run of this experiment finished it
+                task.status, task.skipped = "done", True
+                task.log = str(self._log_path(task))
+                continue
+            self._create_pod(task)
+            active += 1
+
+    def _create_pod(self, task: TaskOutcome) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from ..backends.kubernetes import _api_error
+
+        name = experiment_pod_name(self.id, task.index, task.attempts, task.command)
+        labels = {MANAGED_BY: "womm", LABEL_TASK: self.id, LABEL_OWNER: self.owner,
+                  LABEL_EXPERIMENT_TASK: str(task.index), LABEL_ATTEMPT: str(task.attempts)}
+        annotations = {"womm/command": task.command, "womm/log": f"{task.key}.log",
+                       "womm/log-dir": str(self.log_dir.resolve())}
+        body = manifests.experiment_pod(
+            name=name, image=self.options.image, command=task.command, labels=labels,
+            annotations=annotations, cpu=f"{self.options.kube_cpu:g}",
+            memory=self.options.kube_mem,
+            root=(task_object_name(self.id), self._root_uid) if self._root_uid else None,
+            shared_claim=self._shared_claim)
+        try:
+            self.core.create_namespaced_pod(self.namespace, body)
+        except ApiException as exc:
+            raise _api_error(exc, f"create pod {name}", self.namespace) from exc
+        task.pod, task.last_pod, task.status = name, name, "pending"
+        task.attempts += 1
+
+    def _watch(self, resource_version: str) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        while not self._stop.is_set():
+            try:
+                stream = watch.Watch()
+                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
+                                           label_selector=self.selector, timeout_seconds=30,
+                                           resource_version=resource_version,
+                                           allow_watch_bookmarks=True):
+                    if self._stop.is_set():
+                        stream.stop()
+                        return
+                    pod = event["object"]
+                    resource_version = pod.metadata.resource_version or resource_version
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        self._inbox.put(("pod", event["type"], pod))
+            except ApiException as exc:
+                if self._stop.is_set():
+                    return
+                if exc.status != 410:  # anything else: try the same version again shortly
+                    time.sleep(1)
+                    continue
+                # 410 Gone: the version is too old to watch from; list again.
+                try:
+                    listed = self.core.list_namespaced_pod(self.namespace,
+                                                           label_selector=self.selector)
+                except Exception as list_exc:
+                    self._inbox.put(("error", list_exc))
+                    return
+                resource_version = listed.metadata.resource_version
+                self._inbox.put(("relist", listed.items))
+            except Exception:  # a dropped connection: watch again from the last version
+                if self._stop.is_set():
+                    return
+                time.sleep(1)
+
+    def _task_of(self, pod: Any) -> TaskOutcome | None:
+        labels = pod.metadata.labels or {}
+        if labels.get(LABEL_TASK) != self.id:  # only this experiment's pods, ever
+            return None
+        try:
+            task = self.tasks.get(int(labels.get(LABEL_EXPERIMENT_TASK, "")))
+        except ValueError:
+            return None
+        # Events of an earlier attempt's pod (being deleted) say nothing about the task.
+        return task if task is not None and task.pod == pod.metadata.name else None
+
+    def _pod_event(self, kind: str, pod: Any) -> None:
+        task = self._task_of(pod)
+        if task is None or task.status not in ("pending", "running"):
+            return
+        if kind == "DELETED":
+            self._vanished(task, "its pod was deleted")
+            return
+        phase = pod.status.phase if pod.status else None
+        if phase == "Succeeded":
+            self._completed(task, pod)
+        elif pod.metadata.deletion_timestamp is not None:
+            self._vanished(task, "its pod is being deleted")
+        elif phase == "Failed":
+            terminated = _terminated(pod)
+            if (pod.status.reason in _VANISHED_REASONS or terminated is None):
+                self._vanished(task, f"its pod was stopped ({pod.status.reason or 'no exit'}"
+                                     f": {pod.status.message or 'no message'})")
+            else:
+                self._failed(task, pod, terminated)
+        elif phase == "Running":
+            task.status = "running"
+        else:
+            self._pending(task, pod)
+
+    def _pending(self, task: TaskOutcome, pod: Any) -> None:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in _IMAGE_FATAL:
+                raise ImageError(f"pod {pod.metadata.name} cannot get image "
+                                 f"{self.options.image} ({waiting.reason}): check the name "
+                                 "and that the cluster can pull it, then run the experiment "
+                                 "again (finished tasks keep their logs).",
+                                 waiting.message or "")
+        for condition in pod.status.conditions or []:
+            if (condition.type == "PodScheduled" and condition.status == "False"
+                    and task.pod not in self._waiting_reported):
+                self._waiting_reported.add(task.pod)
+                self._emit("waiting", f"{task.pod} waits for room: {condition.reason}: "
+                                      f"{condition.message}")
+
+    def _completed(self, task: TaskOutcome, pod: Any) -> None:
+        try:
+            log = self._pod_log(pod.metadata.name)
+        except Exception as exc:  # gone before its log was read: run it again
+            self._vanished(task, f"its log could not be read ({exc})")
+            return
+        path = self._log_path(task)
+        temporary = path.with_name(f".{path.name}.{self.id}.tmp")
+        temporary.write_bytes(log)
+        os.replace(temporary, path)  # a log is either complete or absent
+        (self.log_dir / f"{task.key}.failed").unlink(missing_ok=True)
+        task.status, task.pod, task.log = "done", "", str(path)
+        self._delete_pod(pod.metadata.name)
+        self._emit("completed", f"{task.key}: completed ({pod.metadata.name})", task)
+
+    def _failed(self, task: TaskOutcome, pod: Any, terminated: Any) -> None:
+        task.oom_killed = terminated.reason == "OOMKilled"
+        why = ("OOM-killed (over --kube-mem " + self.options.kube_mem + ")"
+               if task.oom_killed else f"exited with status {terminated.exit_code}")
+        task.failures.append(f"{pod.metadata.name}: {why}")
+        try:
+            tail = b"\n".join(self._pod_log(pod.metadata.name).splitlines()[-_LOG_TAIL_LINES:])
+        except Exception:
+            tail = b""
+        name = pod.metadata.name
+        task.pod = ""
+        self._delete_pod(name)
+        if len(task.failures) <= self.options.max_retries:
+            task.status = "waiting"
+            self._emit("retry", f"{task.key}: {why}; retry {len(task.failures)} of "
+                                f"{self.options.max_retries}", task)
+            return
+        task.status = "failed"
+        marker = self.log_dir / f"{task.key}.failed"
+        report = (f"command: {task.command}\nattempts: {task.attempts}\n"
+                  + "".join(f"failure: {failure}\n" for failure in task.failures)
+                  + f"oom-killed: {'yes' if task.oom_killed else 'no'}\n"
+                  + "last log lines:\n").encode() + tail + b"\n"
+        temporary = marker.with_name(f".{marker.name}.{self.id}.tmp")
+        temporary.write_bytes(report)
+        os.replace(temporary, marker)
+        self._emit("failed", f"{task.key}: {why} on each of {task.attempts} attempts; see "
+                             f"{marker}", task)
+
+    def _vanished(self, task: TaskOutcome, why: str) -> None:
+        name = task.pod
+        task.pod, task.status = "", "waiting"
+        task.rescheduled += 1
+        self._delete_pod(name)
+        self._emit("rescheduled", f"{task.key}: {why} ({name}); rescheduled", task)
+
+    def _pod_log(self, name: str) -> bytes:
+        response = self.core.read_namespaced_pod_log(name, self.namespace, container="task",
+                                                     _preload_content=False)
+        return bytes(response.data)
+
+    def _delete_pod(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _report_progress(self) -> None:
+        tasks = list(self.tasks.values())
+        progress = Progress(
+            total=len(tasks),
+            done=sum(task.status == "done" for task in tasks),
+            running=sum(task.status == "running" for task in tasks),
+            pending=sum(task.status in ("pending", "waiting") for task in tasks),
+            failed=sum(task.status == "failed" for task in tasks),
+            rescheduled=sum(task.rescheduled for task in tasks),
+            retried=sum(len(task.failures) for task in tasks if task.status != "failed")
+            + sum(len(task.failures) - 1 for task in tasks if task.status == "failed"),
+            skipped=sum(task.skipped for task in tasks))
+        if progress != self.progress:
+            self.progress = progress
+            self._emit("progress", progress.line(), progress)
+
+    def _cleanup(self) -> None:
+        """Delete every pod of this experiment that is left (at the end, on Ctrl-C)."""
+        from kubernetes.client.exceptions import ApiException
+
+        from ..backends.kubernetes import _api_error
+
+        self._stop.set()
+        try:
+            left = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+            for pod in left.items:
+                self._delete_pod(pod.metadata.name)
+                self._emit("deleted", f"pod/{pod.metadata.name} deleted")
+        except ApiException as exc:
+            raise _api_error(exc, f"delete the pods of experiment {self.id}",
+                             self.namespace) from exc
+        if self._root_uid and not self.finished_elsewhere:
+            # The root last: deleting it also removes the Lease (and any pod created since).
+            _delete_root(self.core, self.id, self.namespace)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _selector(task_id: str = "", owner_name: str = "", role: bool = False) -> str:
+    from ..kube.manifests import LABEL_ROLE
+
+    parts = [f"{MANAGED_BY}=womm"]
+    if task_id:
+        parts.append(f"{LABEL_TASK}={task_id}")
+    if owner_name:
+        parts.append(f"{LABEL_OWNER}={owner_name}")
+    if role:
+        parts.append(f"{LABEL_ROLE}={ROLE_EXPERIMENT}")
+    return ",".join(parts)
+
+
+def _delete_root(core: Any, task_id: str, namespace: str) -> list[str]:
+    """Delete an experiment's Lease and root ConfigMap (its pods go with the root)."""
+    from kubernetes import client
+
+    from ..backends.kubernetes import delete_each
+
+    coordination = client.CoordinationV1Api(core.api_client)
+    name = task_object_name(task_id)
+    return delete_each(namespace, (
+        ("lease.coordination.k8s.io", coordination.delete_namespaced_lease, name),
+        ("configmap", core.delete_namespaced_config_map, name)))
+
+
+def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
+    from kubernetes import client
+
+    from ..backends.kubernetes import load_config
+
+    api, default_namespace = load_config(context)
+    return (client.CoreV1Api(api), client.CoordinationV1Api(api),
+            namespace or default_namespace)
+
+
+def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
+    """Experiments in the namespace, for `womm status`: RUNNING while their client renews
+    their Lease, ORPHANED once it stopped (the client died: `womm finish ID` cleans up).
+    HEALTH counts running pods out of the experiment's live pods."""
+    core, coordination, namespace = _clients(context, namespace)
+    owner_name = "" if all_owners else owner()
+    selector = _selector(owner_name=owner_name, role=True)
+    roots = core.list_namespaced_config_map(namespace, label_selector=selector).items
+    if not roots:
+        return []
+    leases = {lease.metadata.name: lease for lease in coordination.list_namespaced_lease(
+        namespace, label_selector=selector).items}
+    pods: dict[str, list[Any]] = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=_selector(
+            owner_name=owner_name)).items:
+        if pod.metadata.deletion_timestamp is None:
+            pods.setdefault((pod.metadata.labels or {}).get(LABEL_TASK, ""), []).append(pod)
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for root in roots:
+        meta = root.metadata
+        task_id = meta.labels.get(LABEL_TASK, "")
+        notes = meta.annotations or {}
+        lease = leases.get(meta.name)
+        renewed = lease.spec.renew_time if lease is not None else None
+        alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
+        mine = pods.get(task_id, [])
+        rows.append(TaskInfo(
+            task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
+            status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),
+            mem=notes.get("womm/mem", ""),
+            ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
+            desired=len(mine), cwd=notes.get("womm/cwd", ""),
+            command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+    return rows
+
+
+def finish(task_id: str, *, context: str = "", namespace: str = "",
+           wait: float = 60.0) -> list[str]:
+    """Delete every object of experiment ``task_id`` (pods, Lease, root ConfigMap) and wait
+    until none is left; returns what was deleted ([] when it is no experiment). A client
+    still running it notices its Lease is gone and stops."""
+    from kubernetes.client.exceptions import ApiException
+
+    core, _, namespace = _clients(context, namespace)
+    try:
+        root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            root = None
+        else:
+            raise
+    selector = _selector(task_id=task_id)
+    if root is not None and (root.metadata.labels or {}).get(
+            "womm/role") != ROLE_EXPERIMENT:
+        return []  # another kind of task (--async) with the same name scheme
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    if root is None and not pods:
+        return []
+    deleted = _delete_root(core, task_id, namespace)
+    deadline = time.monotonic() + wait
+    while True:  # the garbage collector works asynchronously: see it through
+        left = [pod.metadata.name for pod in
+                core.list_namespaced_pod(namespace, label_selector=selector).items]
+        for name in left:
+            try:
+                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+                if f"pod/{name}" not in deleted:
+                    deleted.append(f"pod/{name}")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if not left or time.monotonic() > deadline:
+            return deleted
+        time.sleep(0.5)
+
+
+def _terminated(pod: Any) -> Any:
+    for status in pod.status.container_statuses or []:
+        if status.state and status.state.terminated:
+            return status.state.terminated
+    return None

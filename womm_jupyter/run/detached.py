@@ -1,0 +1,630 @@
+"""``womm parallel --async``: the coordinator runs in the cluster; the client goes away.
+
+Objects of a detached task ``<id>`` (all labelled ``womm/task=<id>``; all but the root carry
+an ownerReference to the root, so deleting the root cascades):
+
+- ConfigMap ``womm-task-<id>`` (the root): ``spec.json`` (options, GNU parallel's arguments,
+  working directory) and ``stdin`` (the input lines), written by the client.
+- Job ``womm-task-<id>``: the leader, ``python3 -m womm_jupyter.run.leader`` in the leader image,
+  under the ``womm-leader`` ServiceAccount. It runs the same :class:`~womm_jupyter.Dispatch`
+  as the client would (Deployment + Lease ``womm-task-<id>`` of workers) and prints GNU
+  parallel's output to its log (`womm logs ID -f`).
+- ConfigMaps ``womm-task-<id>-output-<n>``: the job records (JSON lines with each job's
+  stdout and stderr), a byte stream cut in parts of at most :data:`PART_BYTES`, written while
+  jobs finish: the output is durable in the cluster, not only in a container's /tmp.
+- ConfigMap ``womm-task-<id>-result``: GNU parallel's exit status or womm's error, written
+  last. `womm status` says COMPLETE once the leader has ended.
+
+`womm finish ID` downloads everything into ``./womm-<id>/`` and deletes the task.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import datetime as dt
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
+from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
+from ..kube import manifests
+from ..naming import owner as current_owner
+from ..naming import task_object_name
+from ..options import ParallelOptions
+from ..share import eager as share
+from . import gnu as _parallel
+
+__all__ = ["PART_BYTES", "SHARE_READY", "Submitted", "download", "finish", "logs", "submit",
+           "tasks"]
+
+PART_BYTES = 512 * 1024  # well under a ConfigMap's 1 MiB, base64 included
+SHARE_READY = "/tmp/womm-share-uploaded"  # in the leader's pod: the client's upload is whole
+_LEADER_START = 300  # seconds the client waits for the leader's pod to upload an eager share
+_UPLOAD_WAIT = 900  # seconds the leader waits for that upload
+_MAX_INPUT = 700 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    """What `womm parallel --async` started."""
+
+    task_id: str
+    namespace: str
+    leader_image: str
+
+
+def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
+    from kubernetes import client
+
+    from ..backends.kubernetes import load_config
+
+    api, default_namespace = load_config(context)
+    return client.CoreV1Api(api), client.BatchV1Api(api), namespace or default_namespace
+
+
+def _leader_image(core: Any, namespace: str, explicit: str) -> str:
+    from kubernetes.client.exceptions import ApiException
+
+    if explicit:
+        return explicit
+    try:
+        record = core.read_namespaced_config_map(manifests.LEADER, namespace)
+        image = (record.data or {}).get("image", "")
+    except ApiException as exc:
+        if exc.status not in (403, 404):
+            raise BackendError(f"could not read ConfigMap {manifests.LEADER} in namespace "
+                               f"{namespace}: {exc.reason}") from exc
+        image = ""
+    if not image:
+        raise ImageError(
+            f"no leader image is recorded in namespace {namespace}: build and record one with "
+            "`womm cluster-setup --build --prefix REGISTRY/ | kubectl apply -f -`, or give "
+            "--leader-image.")
+    return str(image)
+
+
+def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
+           stdin: bytes | None, report: Callable[[str], None] | None = None) -> Submitted:
+    """Upload the run and create its leader Job; returns at once, or with an eager share
+    once the project directory is in the leader's pod (the leader then uploads it to each
+    worker, as a client would).
+
+    ``stdin``: the input lines (GNU parallel's standard input), or None when the arguments
+    carry the inputs (``:::``). ``report``: progress of the share's upload.
+
+    Raises
+    ------
+    OptionError
+        for what cannot run detached (lazy share, local slots, input files, no cluster).
+    ImageError
+        when no leader image is known.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    from ..backends import kubernetes_configured
+    from ..backends.kubernetes import _api_error
+    from ..kube.shared_volume import shared_claim
+
+    if options.backend in ("docker", "local") or (options.backend == "auto"
+                                                   and not kubernetes_configured()
+                                                   and not options.context):
+        raise OptionError("--async needs a Kubernetes cluster (the coordinator runs there): "
+                          "set KUBECONFIG or --context, or run without --async.")
+    method = share.method(options.share, cwd)
+    if method == "lazy":
+        raise OptionError("--async cannot be used with a lazy share: the workers would read "
+                          "your directory from this machine after you disconnect. Run with "
+                          "--share none, or without --async.")
+    if method == "eager-syncback":
+        raise OptionError("--async cannot be used with an eager-syncback share: files come "
+                          "back to your directory only while the client waits for the run. "
+                          "Run with --share eager (the output comes back through `womm "
+                          "finish`), or without --async.")
+    if options.local_procs:
+        raise OptionError("--local-procs cannot be used with --async: the coordinator runs in "
+                          "the cluster, not on this machine.")
+    if not options.image:
+        raise OptionError("--image is required with --async until `womm setup` has built a "
+                          "project image.")
+    args = _parallel.inspect(parallel_argv)
+    if not args.has_command:
+        raise OptionError("womm parallel --async: give GNU parallel a command after `--`.")
+    words = list(args.argv)
+    if any(w.startswith("::::") for w in words) or any(
+            w in ("-a", "--arg-file", "--argfile") or w.startswith(("--arg-file=", "-a"))
+            for w in words[:next((i for i, w in enumerate(words)
+                                  if w in _parallel.INPUT_SEPARATORS), len(words))]):
+        raise OptionError("--async cannot read input files of this machine (:::: or -a): "
+                          "pipe them on standard input instead, e.g. "
+                          "womm parallel --async ... < FILE")
+    if stdin is not None and len(stdin) > _MAX_INPUT:
+        raise OptionError(f"--async takes at most {_MAX_INPUT // 1024} KiB of input lines "
+                          f"(got {len(stdin) // 1024} KiB): split the run, or pass the data "
+                          "through the project directory.")
+    core, batch, namespace = _clients(options.context, options.namespace)
+    image = _leader_image(core, namespace, options.leader_image)
+
+    from ..naming import new_task_id
+
+    task_id = new_task_id()
+    owner = current_owner()
+    name = task_object_name(task_id)
+    leader_options = dataclasses.replace(options, async_=False, backend="kubernetes",
+                                         context="", namespace=namespace, leader_image="",
+                                         share=method)
+    spec = {"options": dataclasses.asdict(leader_options), "argv": list(args.argv),
+            "cwd": str(cwd.resolve()), "created": time.time()}
+    annotations = {"womm/cwd": str(cwd.resolve()), "womm/command": " ".join(args.argv),
+                   "womm/cpu": f"{options.kube_cpu:g}", "womm/mem": options.kube_mem,
+                   "womm/pods": str(options.kube_pods)}
+    root = manifests.detached_root(
+        task_id=task_id, owner=owner, annotations=annotations, spec=json.dumps(spec),
+        stdin_b64=None if stdin is None else base64.b64encode(stdin).decode())
+    try:
+        created = core.create_namespaced_config_map(namespace, root)
+    except ApiException as exc:
+        raise _api_error(exc, "create the task's ConfigMap", namespace) from exc
+    try:
+        batch.create_namespaced_job(namespace, manifests.leader_job(
+            task_id=task_id, owner=owner, root_uid=created.metadata.uid, image=image,
+            annotations=annotations, shared_claim=shared_claim(core, namespace)))
+    except ApiException as exc:
+        core.delete_namespaced_config_map(name, namespace)
+        raise _api_error(exc, "create the leader Job", namespace) from exc
+    if method == "eager":
+        try:
+            _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
+        except BaseException:
+            # Nothing half-made stays: the Job at once (its pod follows), then the root.
+            batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            core.delete_namespaced_config_map(name, namespace, propagation_policy="Background")
+            raise
+    return Submitted(task_id, namespace, image)
+
+
+def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
+    """The leader's pod once it runs; ShareError when it cannot start (a bad image) or has not
+    within :data:`_LEADER_START` seconds."""
+    from kubernetes import watch
+
+    from ..backends.kubernetes import _FATAL_WAITING
+
+    selector = f"{manifests.LABEL_LEADER}={task_id}"
+    why = "no pod yet"
+    listed = core.list_namespaced_pod(namespace, label_selector=selector)
+    stream = watch.Watch()
+    events = ({"type": "LISTED", "object": pod} for pod in listed.items)
+    watched = stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
+                            resource_version=listed.metadata.resource_version,
+                            timeout_seconds=_LEADER_START)
+    for event in itertools.chain(events, watched):
+        pod = event["object"]
+        if event["type"] == "DELETED":
+            continue
+        if pod.status.phase == "Running":
+            stream.stop()
+            return pod
+        why = f"pod {pod.metadata.name}: phase {pod.status.phase}"
+        waiting = [status.state.waiting for status in pod.status.container_statuses or []
+                   if status.state and status.state.waiting and status.state.waiting.reason]
+        why += "".join(f", {w.reason}: {w.message or ''}".rstrip(": ") for w in waiting)
+        if pod.status.phase in ("Succeeded", "Failed") or any(
+                w.reason in _FATAL_WAITING for w in waiting):
+            stream.stop()  # it will not run: say why now, not after the timeout
+            break
+    raise ShareError(f"the leader of task {task_id} did not run ({why}), so the project "
+                     "directory could not be uploaded; the task was deleted. Check the leader "
+                     "image (`womm cluster-setup --build`, or --leader-image) and try again.")
+
+
+def _upload_to_leader(core: Any, task_id: str, namespace: str, context: str, cwd: Path,
+                      report: Callable[[str], None] | None) -> None:
+    """rsync ``cwd`` into the leader's pod at the same path, then tell the leader it is all
+    there (:data:`SHARE_READY`); the leader uploads it to each worker before it takes jobs."""
+    from ..kuboid.pods import Pods
+
+    pod = _running_leader(core, task_id, namespace)
+    cwd = cwd.resolve()
+    name = pod.metadata.name
+    pods = Pods(context, namespace, task="")
+    errors: list[bytes] = []
+
+    def run(*argv: str) -> None:
+        code = pods.exec(name, argv, lambda data: None, errors.append)
+        if code != 0:
+            raise ShareError(f"preparing the leader pod {name} for the upload failed (exit "
+                             f"status {code}).", b"".join(errors).decode(errors="replace"))
+
+    run("mkdir", "-p", str(cwd))
+    result = share.push(cwd, name, namespace=namespace, context=context, report=report)
+    run("touch", SHARE_READY)
+    if report is not None:
+        report(f"share: the leader holds {result.files} files, "
+               f"{share.size_text(result.total_bytes)} (sent in {result.seconds:.1f} s); it "
+               "uploads them to each worker")
+
+
+# -- status, logs, finish ---------------------------------------------------------------------
+def _selector(task_id: str = "", role: str = "", owner: str = "") -> str:
+    parts = [f"{MANAGED_BY}=womm"]
+    if task_id:
+        parts.append(f"{LABEL_TASK}={task_id}")
+    if role:
+        parts.append(f"{manifests.LABEL_ROLE}={role}")
+    if owner:
+        parts.append(f"{LABEL_OWNER}={owner}")
+    return ",".join(parts)
+
+
+def _job_ended(job: Any) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True"
+               for c in (job.status.conditions or []))
+
+
+def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
+    """Detached tasks in the namespace: RUNNING while the leader runs, COMPLETE once it ended
+    (awaiting `womm finish`), ORPHANED when its leader Job is gone."""
+    from kubernetes import client
+
+    core, batch, namespace = _clients(context, namespace)
+    owner = "" if all_owners else current_owner()
+    roots = core.list_namespaced_config_map(namespace,
+                                            label_selector=_selector(role="root", owner=owner))
+    jobs = {job.metadata.name: job for job in batch.list_namespaced_job(
+        namespace, label_selector=_selector(role="leader", owner=owner)).items}
+    results = {cm.metadata.labels.get(LABEL_TASK) for cm in core.list_namespaced_config_map(
+        namespace, label_selector=_selector(role="result", owner=owner)).items}
+    apps = client.AppsV1Api(core.api_client)
+    workers = {d.metadata.labels.get(LABEL_TASK): d for d in apps.list_namespaced_deployment(
+        namespace, label_selector=f"{MANAGED_BY}=womm").items}
+    rows = []
+    for root in roots.items:
+        meta = root.metadata
+        task_id = meta.labels.get(LABEL_TASK, "")
+        notes = meta.annotations or {}
+        job = jobs.get(meta.name)
+        if task_id in results or (job is not None and _job_ended(job)):
+            status = "COMPLETE"
+        elif job is not None:
+            status = "RUNNING"
+        else:
+            status = "ORPHANED"
+        deployment = workers.get(task_id)
+        ready = (deployment.status.ready_replicas or 0) if deployment else 0
+        rows.append(TaskInfo(task_id=task_id, backend="kubernetes",
+                             created=meta.creation_timestamp.timestamp(), status=status,
+                             cpu=notes.get("womm/cpu", ""), mem=notes.get("womm/mem", ""),
+                             ready=ready, desired=int(notes.get("womm/pods", "0") or 0),
+                             cwd=notes.get("womm/cwd", ""),
+                             command=notes.get("womm/command", ""),
+                             owner=meta.labels.get(LABEL_OWNER, "")))
+    return rows
+
+
+def _root(core: Any, task_id: str, namespace: str) -> Any | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    labels = root.metadata.labels or {}
+    return root if labels.get(manifests.LABEL_ROLE) == "root" else None
+
+
+def _leader_pod(core: Any, task_id: str, namespace: str, wait: float) -> Any | None:
+    """The leader's pod once it has started (or ended), waiting up to ``wait`` seconds."""
+    from kubernetes import watch
+
+    selector = f"{manifests.LABEL_LEADER}={task_id}"
+
+    def started(pod: Any) -> bool:
+        if pod.status.phase in ("Running", "Succeeded", "Failed"):
+            return True
+        return any(s.state and (s.state.running or s.state.terminated)
+                   for s in pod.status.container_statuses or [])
+
+    listed = core.list_namespaced_pod(namespace, label_selector=selector)
+    for pod in listed.items:
+        if started(pod):
+            return pod
+    if wait <= 0:
+        return listed.items[0] if listed.items else None
+    stream = watch.Watch()
+    for event in stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
+                               resource_version=listed.metadata.resource_version,
+                               timeout_seconds=int(wait)):
+        if event["type"] != "DELETED" and started(event["object"]):
+            stream.stop()
+            return event["object"]
+    return None
+
+
+def logs(task_id: str, follow: bool = False, *, context: str = "",
+         namespace: str = "") -> Iterator[bytes]:
+    """The leader's output (GNU parallel's stdout and stderr, womm's messages), as chunks;
+    with ``follow``, until the leader ends."""
+    core, _, namespace = _clients(context, namespace)
+    if _root(core, task_id, namespace) is None:
+        raise TaskNotFoundError(f"no --async task {task_id} in namespace {namespace}: "
+                                "`womm status` lists the tasks.")
+    pod = _leader_pod(core, task_id, namespace, 300 if follow else 0)
+    if pod is None:
+        raise BackendError(f"the leader of task {task_id} has not started yet: try again, or "
+                           "look at `womm status`.")
+    response = core.read_namespaced_pod_log(pod.metadata.name, namespace, follow=follow,
+                                            _preload_content=False)
+    try:
+        yield from response.stream(4096)
+    finally:
+        response.release_conn()
+
+
+def _records_from_parts(core: Any, task_id: str, namespace: str) -> list[dict[str, Any]]:
+    parts = core.list_namespaced_config_map(
+        namespace, label_selector=_selector(task_id=task_id, role="output")).items
+    parts.sort(key=lambda cm: int(cm.metadata.labels.get("womm/part", "0")))
+    stream = b"".join(base64.b64decode((cm.binary_data or {}).get("data", "")) for cm in parts)
+    return [json.loads(line) for line in stream.decode("utf-8").splitlines() if line.strip()]
+
+
+def download(task_id: str, into: Path, *, context: str = "",
+             namespace: str = "") -> Path | None:
+    """Save an --async task's records and output under ``into/womm-<id>/``; None when
+    ``task_id`` is no detached task in the namespace.
+
+    Writes ``records.json``, ``records.csv`` (as ``Run.df``, without the outputs),
+    ``result.json``, ``leader.log`` and ``jobs/<seq>.stdout`` / ``.stderr``.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    core, _, namespace = _clients(context, namespace)
+    if _root(core, task_id, namespace) is None:
+        return None
+    records = _records_from_parts(core, task_id, namespace)
+    target = into / f"womm-{task_id}"
+    jobs = target / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    (target / "records.json").write_text(json.dumps(records, indent=1))
+    fields = ["seq", "inputs", "worker", "start", "runtime", "exit_code", "signal", "command"]
+    with open(target / "records.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        for record in records:
+            writer.writerow([json.dumps(record[f]) if f == "inputs" else record[f]
+                             for f in fields])
+    for record in records:
+        (jobs / f"{record['seq']}.stdout").write_text(record["stdout"])
+        (jobs / f"{record['seq']}.stderr").write_text(record["stderr"])
+    try:
+        result = core.read_namespaced_config_map(f"{task_object_name(task_id)}-result",
+                                                 namespace)
+        outcome = json.loads(base64.b64decode(result.binary_data["data"]))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        outcome = {"exit_code": None, "error": "the leader ended without a result (killed?)"}
+    (target / "result.json").write_text(json.dumps(outcome, indent=1))
+    try:
+        pod = _leader_pod(core, task_id, namespace, 0)
+        if pod is not None:
+            (target / "leader.log").write_text(core.read_namespaced_pod_log(
+                pod.metadata.name, namespace))
+    except ApiException:
+        pass  # the pod's log is a convenience; the records above are the durable copy
+    return target
+
+
+def finish(task_id: str, *, context: str = "", namespace: str = "",
+           wait: float = 60.0) -> list[str]:
+    """Delete every object of a detached task (the root, and through it everything it owns;
+    the workers' Deployment and Lease by name); returns what was deleted."""
+    from kubernetes import client
+
+    from ..backends.kubernetes import delete_each
+
+    core, batch, namespace = _clients(context, namespace)
+    if _root(core, task_id, namespace) is None:
+        return []
+    name = task_object_name(task_id)
+    # The Job first: its leader gets SIGTERM and removes the workers.
+    deleted = delete_each(namespace, (("job.batch", batch.delete_namespaced_job, name),
+                                      ("configmap", core.delete_namespaced_config_map, name)))
+    apps = client.AppsV1Api(core.api_client)
+    coordination = client.CoordinationV1Api(core.api_client)
+    selector = _selector(task_id=task_id)
+    deadline = time.monotonic() + wait
+    while True:  # the garbage collector works asynchronously: see it through
+        left = [f"configmap/{cm.metadata.name}" for cm in
+                core.list_namespaced_config_map(namespace, label_selector=selector).items]
+        left += [f"pod/{p.metadata.name}" for p in core.list_namespaced_pod(
+            namespace, label_selector=f"{manifests.LABEL_LEADER}={task_id}").items]
+        for kind, listed, delete in (
+                ("deployment.apps", apps.list_namespaced_deployment,
+                 apps.delete_namespaced_deployment),
+                ("lease.coordination.k8s.io", coordination.list_namespaced_lease,
+                 coordination.delete_namespaced_lease)):
+            deleted += delete_each(namespace, ((kind, delete, obj.metadata.name) for obj in
+                                               listed(namespace, label_selector=selector).items))
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return deleted
+
+
+# -- the leader (in the cluster) --------------------------------------------------------------
+class _Sink:
+    """Job records as JSON lines into ConfigMaps ``-output-<n>`` while the run goes on."""
+
+    def __init__(self, core: Any, task_id: str, owner: str, root_uid: str,
+                 namespace: str) -> None:
+        self.core, self.task_id, self.owner = core, task_id, owner
+        self.root_uid, self.namespace = root_uid, namespace
+        self.part = 0
+        self.buffer = b""  # the current part's bytes (rewritten whole on each flush)
+        self.pending: list[bytes] = []
+        self.lock = threading.Lock()  # records arrive on the run's thread, flushes on another
+
+    def add(self, record: Any) -> None:
+        row = dataclasses.asdict(record)
+        row["start"] = record.start.isoformat()
+        row["inputs"] = list(record.inputs) if record.inputs is not None else None
+        with self.lock:
+            self.pending.append(json.dumps(row).encode() + b"\n")
+
+    def flush(self) -> None:
+        with self.lock:
+            data = b"".join(self.pending)
+            self.pending.clear()
+        while data:
+            room = PART_BYTES - len(self.buffer)
+            self.buffer += data[:room]
+            data = data[room:]
+            self._write()
+            if len(self.buffer) >= PART_BYTES:
+                self.part += 1
+                self.buffer = b""
+
+    def _write(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = manifests.detached_part(task_id=self.task_id, owner=self.owner,
+                                       root_uid=self.root_uid, role="output", index=self.part,
+                                       data_b64=base64.b64encode(self.buffer).decode())
+        for _attempt in range(5):
+            try:
+                try:
+                    self.core.replace_namespaced_config_map(body["metadata"]["name"],
+                                                            self.namespace, body)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    self.core.create_namespaced_config_map(self.namespace, body)
+                return
+            except ApiException as exc:
+                print(f"womm: leader: saving output failed ({exc.reason}); retrying",
+                      file=sys.stderr, flush=True)
+                time.sleep(1)
+        raise BackendError("the leader could not save job output into ConfigMaps")
+
+    def result(self, outcome: dict[str, Any]) -> None:
+        body = manifests.detached_part(
+            task_id=self.task_id, owner=self.owner, root_uid=self.root_uid, role="result",
+            index=0, data_b64=base64.b64encode(json.dumps(outcome).encode()).decode())
+        self.core.create_namespaced_config_map(self.namespace, body)
+
+
+def _await_upload(cwd: Path) -> None:
+    """In the leader: wait until the client's upload of the eager share is whole."""
+    print(f"womm: waiting for the client to upload {cwd} (eager share)", file=sys.stderr,
+          flush=True)
+    ready = Path(SHARE_READY)
+    deadline = time.monotonic() + _UPLOAD_WAIT
+    while not ready.exists():  # a local file the client creates by exec: nothing to watch
+        if time.monotonic() > deadline:
+            raise ShareError(f"the client did not finish uploading {cwd} within {_UPLOAD_WAIT}"
+                             " s (was it stopped?): run the task again.")
+        time.sleep(0.5)
+    print("womm: the project directory is here; the workers get it before they take jobs",
+          file=sys.stderr, flush=True)
+
+
+def leader_main() -> int:
+    """Entry point of the leader Job (``python3 -m womm_jupyter.run.leader``)."""
+    import signal
+
+    from kubernetes import client
+
+    from ..backends.kubernetes import load_config
+    from ..errors import WommError
+    from .coordinator import Dispatch, Event
+
+    task_id = os.environ["WOMM_TASK_ID"]
+    root_uid = os.environ["WOMM_ROOT_UID"]
+    owner = os.environ.get("WOMM_OWNER", "")
+    inputs_dir = Path(manifests.LEADER_MOUNT)
+    spec = json.loads((inputs_dir / "spec.json").read_text())
+    api, namespace = load_config()
+    core = client.CoreV1Api(api)
+    sink = _Sink(core, task_id, owner, root_uid, namespace)
+    options = ParallelOptions(**spec["options"])
+    argv = list(spec["argv"])
+    cwd = Path(spec["cwd"])
+    cwd.mkdir(parents=True, exist_ok=True)  # the workers run there too (an empty directory
+    # unless a share fills it)
+    lines: list[str] | None = None
+    stdin_file = inputs_dir / "stdin"
+    data = stdin_file.read_bytes() if stdin_file.exists() else None
+    stdin_handle = None
+    if data is not None:
+        null = "-0" in argv or "--null" in argv
+        try:
+            text = data.decode("utf-8")
+            lines = text.split("\0" if null else "\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+        except UnicodeDecodeError:
+            stdin_handle = open(stdin_file, "rb")  # GNU parallel reads the raw bytes
+    else:
+        lines = []  # inputs come from ::: arguments; nothing on stdin
+
+    def emit(event: Event) -> None:
+        if event.kind == "stdout":
+            sys.stdout.buffer.write(event.data)
+            sys.stdout.buffer.flush()
+        elif event.kind == "stderr":
+            sys.stderr.buffer.write(event.data)
+            sys.stderr.buffer.flush()
+        elif event.kind == "record":
+            sink.add(event.data)
+        elif event.text:
+            print(event.text, file=sys.stderr, flush=True)
+
+    dispatch = Dispatch(options, argv, cwd=cwd, emit=emit,
+                        inputs=lines if stdin_handle is None else None, stdin=stdin_handle,
+                        capture=True, task_id=task_id)
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
+        target=dispatch.cancel, daemon=True).start())
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.wait(2.0):
+            sink.flush()
+
+    thread = threading.Thread(target=flusher, daemon=True)
+    thread.start()
+    print(f"womm: leader of task {task_id} in namespace {namespace}", file=sys.stderr,
+          flush=True)
+    outcome: dict[str, Any] = {"exit_code": None, "error": "",
+                               "ended": dt.datetime.now(dt.UTC).isoformat()}
+    try:
+        if options.share == "eager":
+            _await_upload(cwd)
+        outcome["exit_code"] = dispatch.run()
+    except KeyboardInterrupt:
+        outcome["error"] = "cancelled (the leader was stopped, e.g. by `womm finish`)"
+    except WommError as exc:
+        outcome["error"] = str(exc)
+        print(f"womm: error: {outcome['error']}", file=sys.stderr, flush=True)
+    finally:
+        stop.set()
+        thread.join()
+        sink.flush()
+    outcome["records"] = len(dispatch.records)
+    outcome["ended"] = dt.datetime.now(dt.UTC).isoformat()
+    sink.result(outcome)
+    print(f"womm: task {task_id} ended: {len(dispatch.records)} jobs, GNU parallel exit "
+          f"status {outcome['exit_code']}", file=sys.stderr, flush=True)
+    code = outcome["exit_code"]
+    return code if isinstance(code, int) else 1

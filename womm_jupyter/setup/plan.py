@@ -1,0 +1,132 @@
+"""What a ``womm setup`` will do, decided from its answers and the project's record; and
+recording what it published. Core, no dialogue: the setup widget (and any face that has all
+the answers at once) calls :func:`plan_setup`, drives
+:class:`~womm_jupyter.setup.testbed.SetupSession` and ends with :func:`record`. The rules are
+the CLI dialogue's (``cli/setup.py``): a repeated
+setup keeps the recorded share and starts from the project's image unless a base is given;
+the prefix defaults to the one the user gave last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import OptionError
+from ..naming import new_task_id
+from .testbed import Published
+
+__all__ = ["DEFAULT_BASE", "SHARE_LABELS", "SetupPlan", "plan_setup", "record", "repository",
+           "setup_widget", "share_name"]
+
+DEFAULT_BASE = "ubuntu:22.04"
+# The dialogue's menu, in its words: value -> label.
+SHARE_LABELS = {"lazy": "1) lazily", "eager": "2) eagerly (no syncback)",
+                "eager-syncback": "3) eagerly (syncback on complete, not recommended)",
+                "none": "4) not at all"}
+_SHARE_BY_NUMBER = {"1": "lazy", "2": "eager", "3": "eager-syncback", "4": "none"}
+# A repository name as registries accept it: lowercase path components, optional host:port.
+_REPOSITORY = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                         r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def share_name(answer: str) -> str:
+    """``1``..``4`` or a share's name -> the name (``lazy``, ``eager``, ...)."""
+    return _SHARE_BY_NUMBER.get(answer, answer)
+
+
+def repository(prefix: str, project_id: str) -> str:
+    """The project image's repository under ``prefix``; OptionError if registries refuse it."""
+    name = f"{prefix}womm-image-{project_id}"
+    if not _REPOSITORY.match(name):
+        raise OptionError(f"--prefix {prefix!r} makes the image name {name!r}, which "
+                          "registries refuse: use a lowercase prefix ending in '/', e.g. "
+                          "registry.example.org/me/")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class SetupPlan:
+    """One setup's decisions.
+
+    start_image: the testbed's image (the base, or the project's previous image).
+    from_scratch: False when a repeated setup starts from the project's image.
+    """
+
+    project_dir: Path
+    previous: config.ProjectConfig | None
+    project_id: str
+    repository: str
+    start_image: str
+    base: str
+    share: str
+    prefix: str
+    from_scratch: bool
+
+
+def plan_setup(cwd: Path, *, share: str = "", base: str = "", prefix: str = "") -> SetupPlan:
+    """Decide a setup in ``cwd`` from the answers given ("" = not given).
+
+    Raises
+    ------
+    OptionError
+        naming the flag, when an answer is needed and missing (a first setup's share or
+        prefix) or malformed.
+    """
+    cwd = cwd.resolve()
+    found = config.load_project(cwd)
+    project_dir, previous = found if found else (cwd, None)
+    chosen = share_name(share) if share else (previous.share if previous else "")
+    if not chosen:
+        raise OptionError("--share is required on a first setup: 1 lazy, 2 eager, "
+                          "3 eager-syncback, 4 none")
+    if chosen not in config.SHARES:
+        raise OptionError(f"--share must be one of 1, 2, 3, 4, {', '.join(config.SHARES)} "
+                          f"(got {share!r})")
+    from_scratch = bool(base) or previous is None
+    if from_scratch:
+        base = base or DEFAULT_BASE
+        start_image = base
+    else:
+        assert previous is not None
+        start_image, base = previous.image, previous.base
+    if from_scratch:
+        project_id = new_task_id()
+        prefix = prefix or str(config.load_user().get("prefix", ""))
+        if not prefix:
+            raise OptionError("--prefix is required on a first setup: an image name prefix "
+                              "you may push to, e.g. registry.example.org/me/")
+        name = repository(prefix, project_id)
+    else:
+        assert previous is not None
+        project_id = previous.project_id
+        name = repository(prefix, project_id) if prefix else previous.image.split("@", 1)[0]
+    return SetupPlan(project_dir, previous, project_id, name, start_image, base, chosen, prefix,
+                     from_scratch)
+
+
+def record(plan: SetupPlan, published: Published, environment: dict[str, str]) -> Path:
+    """Save the project config (and the user's prefix) after a publish; return its path."""
+    kept = (dict(plan.previous.environment)
+            if plan.previous is not None and not plan.from_scratch else {})
+    project = config.ProjectConfig(
+        project_id=plan.project_id, image=published.reference, tag=published.tagged,
+        base=plan.base, share=plan.share, environment={**kept, **environment},
+        updated=time.time())
+    path = config.save_project(plan.project_dir, project)
+    if plan.prefix and plan.prefix != config.load_user().get("prefix"):
+        config.save_user(prefix=plan.prefix)
+    return path
+
+
+def setup_widget(cwd: Path, initial: dict[str, Any] | None = None) -> Any:
+    """The setup form (``womm_jupyter.widgets.SetupView``) for ``cwd``, pre-filled with
+    ``initial`` SetupOptions values. Imported only now: the core never imports ipywidgets
+    unless a face asks for a widget."""
+    from ..widgets.setup import SetupView
+
+    return SetupView(cwd, initial)

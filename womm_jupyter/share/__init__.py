@@ -1,0 +1,1 @@
+"""How workers see the project directory: eager copies (rsync), syncback, lazy mounts."""
