@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 from ..errors import SetupError
 from ..naming import new_task_id
+from .capture import INCIDENTAL, Capture, looks_secret, parse_env0, sort_out
 
 __all__ = [
     "AGENT_NEEDS",
@@ -57,23 +57,6 @@ __all__ = [
 
 LABEL_SETUP = "womm/setup"  # on committed images and helper containers: the project id
 _SETUP_DIR = "/run/womm-setup"  # in the testbed: womm's scripts and the captured environment
-
-# Variables every shell or container sets by itself; never part of the run-time environment.
-INCIDENTAL = frozenset({
-    "_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "TERM", "HOME", "SHELL", "USER", "LOGNAME",
-    "MAIL", "LINES", "COLUMNS", "PS1", "PS2", "PS4", "ENV", "BASH_ENV", "HISTFILE",
-    "HISTSIZE", "HISTFILESIZE", "LS_COLORS", "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION",
-    "SSH_TTY", "DISPLAY", "TMUX", "container",
-})
-# What Docker sets when the image does not: unchanged, it is not the user's.
-_DEFAULTS = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-_SECRET = re.compile(r"TOKEN|PASS(WOR)?D|PASSWD|SECRET|KEY|CREDENTIAL|PRIVATE|AUTH", re.I)
-
-
-def looks_secret(name: str) -> bool:
-    """Whether a variable's name suggests a credential (TOKEN, PASSWORD, SECRET, KEY...)."""
-    return bool(_SECRET.search(name))
-
 
 @dataclasses.dataclass(frozen=True)
 class Dependency:
@@ -99,21 +82,6 @@ SHARE_NEEDS: dict[str, tuple[Dependency, ...]] = {
 def dependencies(share: str) -> tuple[Dependency, ...]:
     """What the worker image needs for the agent and for ``share``."""
     return AGENT_NEEDS + SHARE_NEEDS.get(share, ())
-
-
-@dataclasses.dataclass(frozen=True)
-class Capture:
-    """The testbed shell's exported variables, sorted out.
-
-    environment: new or changed variables to carry into the run-time environment.
-    secrets: new or changed variables whose names look like credentials: left out unless the
-        user keeps them.
-    problems: what could not be captured, in words.
-    """
-
-    environment: dict[str, str]
-    secrets: dict[str, str]
-    problems: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,22 +121,40 @@ class Published:
         return f"{self.repository}:{self.tag}"
 
 
-def parse_env0(data: bytes) -> tuple[dict[str, str], list[str]]:
-    """``env -0`` output -> ({name: value}, problems). Values keep every byte they had."""
-    found: dict[str, str] = {}
-    problems = []
-    for entry in data.split(b"\0"):
-        if not entry:
-            continue
-        name, sep, value = entry.partition(b"=")
-        if not sep:
-            continue
-        try:
-            found[name.decode("utf-8")] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            problems.append(f"{name.decode('utf-8', 'replace')} is left out: its value is not "
-                            "UTF-8 text")
-    return found, problems
+def _write_private(path: Path, data: bytes) -> None:
+    """A new file only the user may read or write (never an existing file or a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+# Host directories the testbed's /mnt never shows (an empty read-only tmpfs over each): the
+# kernel's interfaces (/proc/sys is writable through a bind mount) and where sockets live.
+_HIDDEN_EVERYWHERE = ("/proc", "/sys", "/dev", "/run")
+
+
+def host_shadows() -> tuple[str, ...]:
+    """The host paths hidden under the testbed's /mnt.
+
+    On every engine: /proc, /sys, /dev and /run (the Docker and containerd sockets, systemd's,
+    the users' $XDG_RUNTIME_DIR). When the engine runs on this machine, also the engine's
+    socket directory, /var/run when it is not a link to /run, the X11 sockets and womm's
+    state directories (its workers' agent sockets run commands as their user).
+    """
+    found = list(_HIDDEN_EVERYWHERE)
+    engine_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if engine_socket.startswith("unix://"):  # the engine's "/" is this machine's
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        candidates = ["/var/run", os.path.dirname(engine_socket.removeprefix("unix://")),
+                      "/tmp/.X11-unix", f"/tmp/womm-{os.getuid()}"]
+        if runtime.startswith("/"):
+            candidates.append(runtime)
+        for path in candidates:
+            real = os.path.realpath(path)
+            if real != "/" and os.path.isdir(real) and not any(
+                    real == top or real.startswith(top + "/") for top in found):
+                found.append(real)
+    return tuple(found)
 
 
 def _env_dict(entries: list[str] | None) -> dict[str, str]:
@@ -196,15 +182,28 @@ def ensure_image(client: Any, reference: str) -> Any:
 
 
 # The launcher the testbed runs (`/bin/sh launcher shell|script`). The EXIT trap writes the
-# exported variables with NUL separators (values may hold newlines); chmod lets a non-root
-# womm read the file.
+# exported variables with NUL separators (values may hold newlines) into the file womm made
+# (0600, the user's: `>` keeps its owner and mode; root in the testbed passes anyway).
+# Then it removes shell and REPL histories from every home: what was typed there
+# (`export TOKEN=...`, URLs with passwords) would be committed into the pushed image. bash
+# writes its own history after this trap on exit (before it on SIGHUP): without HISTFILE it
+# writes none.
 _SAVE = r"""
 __womm_save() {
     env -0 > /run/womm-setup/env 2>/dev/null || rm -f /run/womm-setup/env
-    chmod 644 /run/womm-setup/env 2>/dev/null
+    unset HISTFILE
+    { echo "$HOME"; echo /root; while IFS=: read -r __u __x __i __g __c __h __s; do
+        echo "$__h"; done < /etc/passwd; } 2>/dev/null | while read -r __h; do
+        [ -d "$__h" ] || continue
+        for __f in HISTORY_FILES; do rm -f "$__h/$__f"; done
+    done
 }
 trap __womm_save EXIT
-"""
+""".replace("HISTORY_FILES", " ".join((
+    ".bash_history", ".sh_history", ".ash_history", ".zsh_history", ".histfile",
+    ".local/share/fish/fish_history", ".python_history", ".node_repl_history", ".irb_history",
+    ".mysql_history", ".psql_history", ".sqlite_history", ".rediscli_history", ".lesshst",
+    ".Rhistory", ".julia/logs/repl_history.jl")))
 _LAUNCHER = r"""
 if [ "$1" = script ]; then
     if command -v bash >/dev/null 2>&1; then
@@ -339,25 +338,28 @@ class SetupSession:
         import docker.errors
 
         self._rounds += 1
+        # Private to the user (0700 directories, 0600 files): the launcher runs as root with
+        # the host at /mnt, and the capture holds every exported variable, secrets included.
+        # Root in the testbed reads and writes here all the same (CAP_DAC_OVERRIDE).
         setup_dir = self._tmp / f"round-{self._rounds}"
-        setup_dir.mkdir()
-        (setup_dir / "launcher").write_text(_LAUNCHER)
-        (setup_dir / "save.sh").write_text(_SAVE)
-        (setup_dir / "bashrc").write_text(_BASHRC)
-        (setup_dir / "shrc").write_text(_SHRC)
-        (setup_dir / "term").write_text(term + "\n")
+        setup_dir.mkdir(mode=0o700)
         if script is not None:
             try:
-                shutil.copyfile(script, setup_dir / "script")
+                script_text = script.read_bytes()
             except OSError as exc:
                 raise SetupError(f"cannot read the setup script {script}: {exc.strerror}.") \
                     from exc
-        os.chmod(self._tmp, 0o755)
-        os.chmod(setup_dir, 0o777)  # root in the testbed writes the capture here
+            _write_private(setup_dir / "script", script_text)
+        for name, text in (("launcher", _LAUNCHER), ("save.sh", _SAVE), ("bashrc", _BASHRC),
+                           ("shrc", _SHRC), ("term", term + "\n"), ("env", "")):
+            _write_private(setup_dir / name, text.encode())
         self._before = self._root_owned() if self.owner != (0, 0) else set()
         volumes = {str(self.cwd): {"bind": str(self.cwd), "mode": "rw"},
                    "/": {"bind": "/mnt", "mode": "rw" if self.host_rw else "ro"},
                    str(setup_dir): {"bind": _SETUP_DIR, "mode": "rw"}}
+        # The host's sockets stay out of reach: a read-only mount does not stop connect(),
+        # and /mnt/run/docker.sock would hand root on the host to any install script.
+        tmpfs = {f"/mnt{path}": "ro" for path in host_shadows()}
         user = "0:0" if self._start_config.get("User") else None  # root, so packages install
         name = f"womm-setup-{self.project_id}-{self._token}-{self._rounds}"
         interactive = script is None
@@ -366,7 +368,7 @@ class SetupSession:
                 self._current_image, name=name, entrypoint=["/bin/sh", f"{_SETUP_DIR}/launcher",
                                                              "shell" if interactive else "script"],
                 command=[], working_dir=str(self.cwd), user=user, volumes=volumes,
-                tty=interactive, stdin_open=interactive, network_mode="host")
+                tmpfs=tmpfs, tty=interactive, stdin_open=interactive, network_mode="host")
         except docker.errors.APIError as exc:
             raise SetupError(f"Docker could not create the testbed from {self.start_image}: "
                              f"{exc.explanation or exc}") from exc
@@ -440,18 +442,11 @@ class SetupSession:
 
     # -- internals ----------------------------------------------------------------------------
     def _capture(self, path: Path) -> Capture:
-        if not path.is_file():
+        data = path.read_bytes() if path.is_file() else b""
+        if not data:  # `env` always prints PATH: nothing means the trap never wrote
             return Capture({}, {}, ("the exported variables could not be captured (the shell "
                                     "was killed, or its `env` lacks -0): none are saved",))
-        found, problems = parse_env0(path.read_bytes())
-        environment: dict[str, str] = {}
-        secrets: dict[str, str] = {}
-        for name in sorted(found):
-            value = found[name]
-            if name in INCIDENTAL or self.start_environment.get(name, _DEFAULTS.get(name)) == value:
-                continue
-            (secrets if looks_secret(name) else environment)[name] = value
-        return Capture(environment, secrets, tuple(problems))
+        return sort_out(data, self.start_environment)
 
     def _commit(self, container: Any, environment: dict[str, str]) -> str:
         import docker.errors
