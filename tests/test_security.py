@@ -235,8 +235,8 @@ def _is_ours(sock: Path, cwd: Path) -> bool:
 
 BAD_TASK_IDS = ["", "/", "/etc", "/tmp/womm-0/k3xq9m2a", "..", "../..", "../../..", ".",
                 "k3xq9m2a/..", "k3xq9m2a/../x", "./k3xq9m2a", "K3XQ9M2A", "k3xq9m2", "k3xq9m2ab",
-                "k3xq9m2a " , " k3xq9m2a", "k3xq9m2a\n", "k3xq-m2a", "k3xq9m1a", "k3xq9m0a",
-                "kаxq9m2a",  # a Cyrillic а
+                "k3xq9m2a ", " k3xq9m2a", "k3xq9m2a\n", "k3xq-m2a", "k3xq9m1a", "k3xq9m0a",
+                "k\u0430xq9m2a",  # a Cyrillic a
                 "k3xq9m2\u00e9", "\x00k3xq9m2", "k3xq9m2a" * 64, "womm-task-k3xq9m2a"]
 
 
@@ -385,7 +385,7 @@ def test_shell_history_stays_out_of_the_image(session: Any) -> None:
     while not received.rstrip().endswith((b"#", b"$")) and time.monotonic() < deadline:
         try:
             received += sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             pass
     assert b"(womm testbed)" in received, received  # the prompt: the shell reads now
     sock.sendall(typed.encode())
