@@ -230,6 +230,41 @@ def _is_ours(sock: Path, cwd: Path) -> bool:
         return False
 
 
+@pytest.mark.parametrize("runtime", ["/proc/self", "long"])
+def test_an_unusable_xdg_runtime_dir_falls_back_to_tmp(runtime: str,
+                                                      local_user: Callable[[str], User],
+                                                      home_of: Callable[[User], Path]) -> None:
+    """Review rows 88-89: /proc/self gave a traceback; a directory too long for a socket path
+    made every worker fail with a message blaming the image."""
+    victim = local_user("victim")
+    home = home_of(victim)
+    if runtime == "long":
+        deep = home / ("d" * 90)
+        victim.run("mkdir", "-m", "0700", str(deep))
+        runtime = str(deep)
+    ran = womm(victim, home, "parallel", "--backend", "local", "--kube-pods", "1",
+               "--start-timeout", "20", "--", "echo", ":::", "a", XDG_RUNTIME_DIR=runtime)
+    assert ran.returncode == 0 and ran.stdout == "a\n", ran
+    assert Path(f"/tmp/womm-{victim.uid}").is_dir()
+
+
+def test_a_uid_without_a_passwd_entry_runs(local_user: Callable[[str], User],
+                                           home_of: Callable[[User], Path]) -> None:
+    """Review row 87: getpass.getuser() raised KeyError (docker run -u 4242, OpenShift)."""
+    victim = local_user("victim")
+    home = home_of(victim)
+    nameless = User("", victim.uid + 7919, victim.gid)  # no passwd entry for this uid
+    os.chown(home, nameless.uid, nameless.gid)
+    try:
+        env = {k: v for k, v in nameless.womm_env(home).items() if k not in ("USER", "LOGNAME")}
+        ran = nameless.run(sys.executable, "-m", "womm_jupyter", "parallel", "--backend",
+                           "local", "--kube-pods", "1", "--", "echo", ":::", "a", cwd=home,
+                           env=env, read_anywhere=True)
+        assert ran.returncode == 0 and ran.stdout == "a\n", ran
+    finally:
+        shutil.rmtree(f"/tmp/womm-{nameless.uid}", ignore_errors=True)
+
+
 # -- Low 7: task ids ---------------------------------------------------------------------------
 
 BAD_TASK_IDS = ["", "/", "/etc", "/tmp/womm-0/k3xq9m2a", "..", "../..", "../../..", ".",

@@ -282,6 +282,8 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
                  "too.")
             _say("Make it work!")
             _say(f"Also make sure our dependencies are installed: {needs}")
+            _say("Everything you write here is in the pushed image (shell histories are "
+                 "removed); credentials you save in files (~/.netrc...) would be too.")
             if options.script:
                 testbed = session.testbed(Path(options.script))
                 _run_script(testbed, options.script)

@@ -5,9 +5,11 @@ One :class:`SetupSession` builds one project image:
 
 1. :meth:`SetupSession.testbed` creates a testbed container of the start image (the base, or
    the project's previous womm image): the working directory at the same path, this machine's
-   root at ``/mnt`` (read-only unless asked), cwd set, running as root, host networking (so
-   package managers reach their mirrors). Its shell's ``EXIT`` trap writes ``env -0`` to a
-   directory of this machine mounted at ``/run/womm-setup``: the capture survives any quoting.
+   root at ``/mnt`` (read-only unless asked; its sockets, /proc, /sys and /dev hidden), cwd
+   set, running as root, host networking (so package managers reach their mirrors). Its
+   shell's ``EXIT`` trap writes ``env -0`` to a private directory of the user's mounted at
+   ``/run/womm-setup`` (the capture survives any quoting) and removes shell histories, which
+   would otherwise be committed (see :mod:`.testbed_files`).
 2. :meth:`SetupSession.finish` (after the shell exits): files the testbed created in the
    working directory are given back to the user; the exported variables are captured (minus
    the shell's incidental ones, secret-looking ones set apart); the container is committed to
@@ -37,6 +39,7 @@ from typing import Any
 from ..errors import SetupError
 from ..naming import new_task_id
 from .capture import INCIDENTAL, Capture, looks_secret, parse_env0, sort_out
+from .testbed_files import SETUP_DIR, host_shadows, write_setup_dir
 
 __all__ = [
     "AGENT_NEEDS",
@@ -56,7 +59,6 @@ __all__ = [
 ]
 
 LABEL_SETUP = "womm/setup"  # on committed images and helper containers: the project id
-_SETUP_DIR = "/run/womm-setup"  # in the testbed: womm's scripts and the captured environment
 
 @dataclasses.dataclass(frozen=True)
 class Dependency:
@@ -121,42 +123,6 @@ class Published:
         return f"{self.repository}:{self.tag}"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """A new file only the user may read or write (never an existing file or a symlink)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-
-
-# Host directories the testbed's /mnt never shows (an empty read-only tmpfs over each): the
-# kernel's interfaces (/proc/sys is writable through a bind mount) and where sockets live.
-_HIDDEN_EVERYWHERE = ("/proc", "/sys", "/dev", "/run")
-
-
-def host_shadows() -> tuple[str, ...]:
-    """The host paths hidden under the testbed's /mnt.
-
-    On every engine: /proc, /sys, /dev and /run (the Docker and containerd sockets, systemd's,
-    the users' $XDG_RUNTIME_DIR). When the engine runs on this machine, also the engine's
-    socket directory, /var/run when it is not a link to /run, the X11 sockets and womm's
-    state directories (its workers' agent sockets run commands as their user).
-    """
-    found = list(_HIDDEN_EVERYWHERE)
-    engine_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if engine_socket.startswith("unix://"):  # the engine's "/" is this machine's
-        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-        candidates = ["/var/run", os.path.dirname(engine_socket.removeprefix("unix://")),
-                      "/tmp/.X11-unix", f"/tmp/womm-{os.getuid()}"]
-        if runtime.startswith("/"):
-            candidates.append(runtime)
-        for path in candidates:
-            real = os.path.realpath(path)
-            if real != "/" and os.path.isdir(real) and not any(
-                    real == top or real.startswith(top + "/") for top in found):
-                found.append(real)
-    return tuple(found)
-
-
 def _env_dict(entries: list[str] | None) -> dict[str, str]:
     result = {}
     for entry in entries or ():
@@ -179,57 +145,6 @@ def ensure_image(client: Any, reference: str) -> Any:
         raise SetupError(f"image {reference} is not on this Docker engine and could not be "
                          f"pulled ({exc.explanation or exc}): check its name, `docker login` "
                          "to its registry, or build it locally.") from exc
-
-
-# The launcher the testbed runs (`/bin/sh launcher shell|script`). The EXIT trap writes the
-# exported variables with NUL separators (values may hold newlines) into the file womm made
-# (0600, the user's: `>` keeps its owner and mode; root in the testbed passes anyway).
-# Then it removes shell and REPL histories from every home: what was typed there
-# (`export TOKEN=...`, URLs with passwords) would be committed into the pushed image. bash
-# writes its own history after this trap on exit (before it on SIGHUP): without HISTFILE it
-# writes none.
-_SAVE = r"""
-__womm_save() {
-    env -0 > /run/womm-setup/env 2>/dev/null || rm -f /run/womm-setup/env
-    unset HISTFILE
-    { echo "$HOME"; echo /root; while IFS=: read -r __u __x __i __g __c __h __s; do
-        echo "$__h"; done < /etc/passwd; } 2>/dev/null | while read -r __h; do
-        [ -d "$__h" ] || continue
-        for __f in HISTORY_FILES; do rm -f "$__h/$__f"; done
-    done
-}
-trap __womm_save EXIT
-""".replace("HISTORY_FILES", " ".join((
-    ".bash_history", ".sh_history", ".ash_history", ".zsh_history", ".histfile",
-    ".local/share/fish/fish_history", ".python_history", ".node_repl_history", ".irb_history",
-    ".mysql_history", ".psql_history", ".sqlite_history", ".rediscli_history", ".lesshst",
-    ".Rhistory", ".julia/logs/repl_history.jl")))
-_LAUNCHER = r"""
-if [ "$1" = script ]; then
-    if command -v bash >/dev/null 2>&1; then
-        exec bash -c '. /run/womm-setup/save.sh; . /run/womm-setup/script'
-    fi
-    . /run/womm-setup/save.sh
-    . /run/womm-setup/script
-    exit $?
-fi
-[ -r /run/womm-setup/term ] && read -r TERM < /run/womm-setup/term && export TERM
-if command -v bash >/dev/null 2>&1; then
-    exec bash --rcfile /run/womm-setup/bashrc -i
-fi
-ENV=/run/womm-setup/shrc exec sh -i
-"""
-_BASHRC = r"""
-[ -r /etc/bash.bashrc ] && . /etc/bash.bashrc
-[ -r "$HOME/.bashrc" ] && . "$HOME/.bashrc"
-PS1="(womm testbed) ${PS1:-\$ }"
-. /run/womm-setup/save.sh
-"""
-_SHRC = r"""
-unset ENV
-PS1="(womm testbed) ${PS1:-\$ }"
-. /run/womm-setup/save.sh
-"""
 
 
 class Testbed:
@@ -338,25 +253,12 @@ class SetupSession:
         import docker.errors
 
         self._rounds += 1
-        # Private to the user (0700 directories, 0600 files): the launcher runs as root with
-        # the host at /mnt, and the capture holds every exported variable, secrets included.
-        # Root in the testbed reads and writes here all the same (CAP_DAC_OVERRIDE).
         setup_dir = self._tmp / f"round-{self._rounds}"
-        setup_dir.mkdir(mode=0o700)
-        if script is not None:
-            try:
-                script_text = script.read_bytes()
-            except OSError as exc:
-                raise SetupError(f"cannot read the setup script {script}: {exc.strerror}.") \
-                    from exc
-            _write_private(setup_dir / "script", script_text)
-        for name, text in (("launcher", _LAUNCHER), ("save.sh", _SAVE), ("bashrc", _BASHRC),
-                           ("shrc", _SHRC), ("term", term + "\n"), ("env", "")):
-            _write_private(setup_dir / name, text.encode())
+        write_setup_dir(setup_dir, script, term)
         self._before = self._root_owned() if self.owner != (0, 0) else set()
         volumes = {str(self.cwd): {"bind": str(self.cwd), "mode": "rw"},
                    "/": {"bind": "/mnt", "mode": "rw" if self.host_rw else "ro"},
-                   str(setup_dir): {"bind": _SETUP_DIR, "mode": "rw"}}
+                   str(setup_dir): {"bind": SETUP_DIR, "mode": "rw"}}
         # The host's sockets stay out of reach: a read-only mount does not stop connect(),
         # and /mnt/run/docker.sock would hand root on the host to any install script.
         tmpfs = {f"/mnt{path}": "ro" for path in host_shadows()}
@@ -365,7 +267,7 @@ class SetupSession:
         interactive = script is None
         try:
             container = self.client.containers.create(
-                self._current_image, name=name, entrypoint=["/bin/sh", f"{_SETUP_DIR}/launcher",
+                self._current_image, name=name, entrypoint=["/bin/sh", f"{SETUP_DIR}/launcher",
                                                              "shell" if interactive else "script"],
                 command=[], working_dir=str(self.cwd), user=user, volumes=volumes,
                 tmpfs=tmpfs, tty=interactive, stdin_open=interactive, network_mode="host")
