@@ -436,3 +436,18 @@ def test_shell_history_stays_out_of_the_image(session: Any) -> None:
     changed: Sequence[dict[str, Any]] = testbed.container.diff() or []
     assert not [c["Path"] for c in changed if Path(c["Path"]).name.startswith(".")
                 and "hist" in Path(c["Path"]).name], changed
+
+
+@pytest.mark.docker
+def test_credential_files_written_in_the_testbed_are_named(session: Any, tmp_path: Path) -> None:
+    script = tmp_path / "login.sh"
+    script.write_text("printf 'machine h login u password p\\n' > /root/.netrc\n"
+                      "mkdir -p /root/.docker /root/.ssh && echo '{}' > /root/.docker/config.json\n"
+                      "echo key > /root/.ssh/id_ed25519 && echo pub > /root/.ssh/id_ed25519.pub\n"
+                      "echo fine > /root/notes.txt\n")
+    testbed = session.testbed(script)
+    testbed.start()
+    assert testbed.wait() == 0
+    round_ = session.finish(testbed)
+    assert round_.credential_files == ("/root/.docker/config.json", "/root/.netrc",
+                                       "/root/.ssh/id_ed25519")

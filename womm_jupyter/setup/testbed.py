@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -94,6 +95,9 @@ class Round:
     capture: Capture
     missing: tuple[str, ...]  # names of missing dependencies (empty: the check passed)
     check_output: str = ""
+    # Files the testbed wrote that usually hold credentials (~/.netrc...): they would be in
+    # the pushed image. Faces show them before "Does it work?".
+    credential_files: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,23 @@ class Published:
     @property
     def tagged(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+
+# Where logins leave credentials in a home directory.
+_CREDENTIAL_FILE = re.compile(
+    r"/(\.netrc|\.git-credentials|\.pypirc|\.npmrc|\.pgpass|\.my\.cnf|\.docker/config\.json"
+    r"|\.aws/credentials|\.kube/config|\.config/gh/hosts\.yml|\.ssh/id_[a-z0-9]+"
+    r"|\.config/gcloud/(credentials\.db|application_default_credentials\.json))$")
+
+
+def credential_files(container: Any) -> tuple[str, ...]:
+    """Paths the container added or changed that usually hold credentials, sorted."""
+    try:
+        changed = container.diff() or []
+    except Exception:  # the container is gone: nothing of it will be committed either
+        return ()
+    return tuple(sorted(c["Path"] for c in changed
+                        if c.get("Kind") in (0, 1) and _CREDENTIAL_FILE.search(c["Path"])))
 
 
 def _env_dict(entries: list[str] | None) -> dict[str, str]:
@@ -292,7 +313,7 @@ class SetupSession:
         self._last = testbed.container
         self._current_image = candidate
         missing, output = self._check(candidate)
-        return Round(code, capture, missing, output)
+        return Round(code, capture, missing, output, credential_files(testbed.container))
 
     def publish(self, repository: str, tag: str, environment: dict[str, str],
                 on_progress: Callable[[PushProgress], None] = lambda p: None) -> Published:
