@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -381,20 +382,29 @@ def test_testbed_cannot_reach_the_hosts_sockets(session: Any, tmp_path: Path) ->
                   .removeprefix("unix://")).resolve()
     assert engine.is_socket(), engine
     hostname = Path("/etc/hostname").read_text().strip()
+    # Another user's socket in /tmp (ssh-agent and tmux put theirs there).
+    listening = socket.socket(socket.AF_UNIX)
+    planted = Path(f"/tmp/wommsec-{uuid.uuid4().hex[:8]}.sock")
+    listening.bind(str(planted))
+    listening.listen(1)
     script = tmp_path / "probe.sh"
     script.write_text(f"""
 cat /mnt/etc/hostname
 touch /mnt/womm-probe 2>/dev/null && echo HOST-WRITABLE
-for path in /mnt{engine} /mnt/var/run/docker.sock /mnt/run/docker.sock; do
+for path in /mnt{engine} /mnt/var/run/docker.sock /mnt/run/docker.sock /mnt{planted}; do
   perl -MSocket -e 'socket(S, PF_UNIX, SOCK_STREAM, 0) or die;
     connect(S, pack_sockaddr_un($ARGV[0])) and print "CONNECTED $ARGV[0]\\n"' "$path"
 done
-find /mnt/run /mnt/proc /mnt/sys /mnt/dev -mindepth 1 | sed 's/^/LISTED /'
+find /mnt/run /mnt/proc /mnt/sys /mnt/dev /mnt/tmp -mindepth 1 | sed 's/^/LISTED /'
 echo probe done
 """)
     testbed = session.testbed(script)
-    testbed.start()
-    output = b"".join(testbed.output()).decode()
+    try:
+        testbed.start()
+        output = b"".join(testbed.output()).decode()
+    finally:
+        listening.close()
+        planted.unlink()
     assert testbed.wait() == 0, output
     assert hostname in output and "probe done" in output, output
     assert "HOST-WRITABLE" not in output and not Path("/womm-probe").exists()

@@ -94,24 +94,26 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 # Host directories the testbed's /mnt never shows (an empty read-only tmpfs over each): the
-# kernel's interfaces (/proc/sys is writable through a bind mount) and where sockets live.
-_HIDDEN_EVERYWHERE = ("/proc", "/sys", "/dev", "/run")
+# kernel's interfaces (/proc/sys is writable through a bind mount) and where sockets live:
+# whoever connects to them acts as their owner (the Docker engine: root; ssh-agent, tmux and
+# womm's own agents: the user who started them).
+_HIDDEN_EVERYWHERE = ("/proc", "/sys", "/dev", "/run", "/tmp")
 
 
 def host_shadows() -> tuple[str, ...]:
     """The host paths hidden under the testbed's /mnt.
 
-    On every engine: /proc, /sys, /dev and /run (the Docker and containerd sockets, systemd's,
-    the users' $XDG_RUNTIME_DIR). When the engine runs on this machine, also the engine's
-    socket directory, /var/run when it is not a link to /run, the X11 sockets and womm's
-    state directories (its workers' agent sockets run commands as their user).
+    On every engine: /proc, /sys, /dev, /run (the Docker and containerd sockets, the users'
+    $XDG_RUNTIME_DIR) and /tmp (ssh-agent, tmux, X11, womm's state). When the engine runs on
+    this machine, also the engine's socket directory, /var/run when it is not a link to /run,
+    /var/tmp and $XDG_RUNTIME_DIR, wherever they are.
     """
     found = list(_HIDDEN_EVERYWHERE)
     engine_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if engine_socket.startswith("unix://"):  # the engine's "/" is this machine's
         runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-        candidates = ["/var/run", os.path.dirname(engine_socket.removeprefix("unix://")),
-                      "/tmp/.X11-unix", f"/tmp/womm-{os.getuid()}"]
+        candidates = ["/var/run", "/var/tmp",
+                      os.path.dirname(engine_socket.removeprefix("unix://"))]
         if runtime.startswith("/"):
             candidates.append(runtime)
         for path in candidates:
