@@ -275,7 +275,7 @@ class SetupSession:
 
         self._rounds += 1
         setup_dir = self._tmp / f"round-{self._rounds}"
-        write_setup_dir(setup_dir, script, term)
+        write_setup_dir(setup_dir, script, term, self.cwd)
         self._before = self._root_owned() if self.owner != (0, 0) else set()
         volumes = {str(self.cwd): {"bind": str(self.cwd), "mode": "rw"},
                    "/": {"bind": "/mnt", "mode": "rw" if self.host_rw else "ro"},

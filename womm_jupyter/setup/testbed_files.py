@@ -10,6 +10,7 @@ CAP_DAC_OVERRIDE). Under ``/mnt`` the host's sockets and kernel interfaces are h
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from ..errors import SetupError
@@ -25,7 +26,8 @@ SETUP_DIR = "/run/womm-setup"  # in the testbed: womm's scripts and the captured
 # Then it removes shell and REPL histories from every home: what was typed there
 # (`export TOKEN=...`, URLs with passwords) would be committed into the pushed image. bash
 # writes its own history after this trap on exit (before it on SIGHUP): without HISTFILE it
-# writes none.
+# writes none. A home in the project directory (womm setup run in ~) is this machine's own,
+# never committed: left alone.
 _SAVE = r"""
 __womm_save() {
     env -0 > /run/womm-setup/env 2>/dev/null || rm -f /run/womm-setup/env
@@ -33,6 +35,7 @@ __womm_save() {
     { echo "$HOME"; echo /root; while IFS=: read -r __u __x __i __g __c __h __s; do
         echo "$__h"; done < /etc/passwd; } 2>/dev/null | while read -r __h; do
         [ -d "$__h" ] || continue
+        case "$__h/" in PROJECT_DIR/*) continue ;; esac
         for __f in HISTORY_FILES; do rm -f "$__h/$__f"; done
     done
 }
@@ -71,9 +74,10 @@ PS1="(womm testbed) ${PS1:-\$ }"
 
 
 
-def write_setup_dir(setup_dir: Path, script: Path | None, term: str) -> None:
+def write_setup_dir(setup_dir: Path, script: Path | None, term: str, project: Path) -> None:
     """Create ``setup_dir`` (0700) with the launcher, start-up files, an empty capture file
-    and ``script`` (the setup script, for script testbeds), each 0600."""
+    and ``script`` (the setup script, for script testbeds), each 0600. ``project`` is the
+    directory mounted at its own path."""
     setup_dir.mkdir(mode=0o700)
     if script is not None:
         try:
@@ -81,7 +85,8 @@ def write_setup_dir(setup_dir: Path, script: Path | None, term: str) -> None:
         except OSError as exc:
             raise SetupError(f"cannot read the setup script {script}: {exc.strerror}.") from exc
         _write_private(setup_dir / "script", script_text)
-    for name, text in (("launcher", _LAUNCHER), ("save.sh", _SAVE), ("bashrc", _BASHRC),
+    save = _SAVE.replace("PROJECT_DIR", shlex.quote(str(project).rstrip("/")))
+    for name, text in (("launcher", _LAUNCHER), ("save.sh", save), ("bashrc", _BASHRC),
                        ("shrc", _SHRC), ("term", term + "\n"), ("env", "")):
         _write_private(setup_dir / name, text.encode())
 
