@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
-from .errors import MissingToolError
+from .errors import MissingToolError, WommError
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -35,14 +36,75 @@ def perl() -> str:
     return found
 
 
+# The longest socket womm puts under the state root: <root>/<task id>/w/<worker>/agent.sock.tmp
+# (a sun_path holds 107 bytes): a root longer than this leaves no room for it.
+_ROOT_MAX = 107 - len("/xxxxxxxx/w/local/agent.sock.tmp") - 4  # 4: room for worker numbers
+
+
 def state_root() -> Path:
-    """Per-user directory of task state. Short on purpose: it holds unix sockets (108 bytes)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    root = Path(runtime) / "womm" if runtime else Path(f"/tmp/womm-{os.getuid()}")
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Per-user directory of task state: ``$XDG_RUNTIME_DIR/womm``, else ``/tmp/womm-<uid>``.
+
+    It holds the workers' agent sockets (whoever can connect runs commands as this user), so
+    it must be private: created 0700, and refused when it belongs to someone else or is open
+    to group or others (another user may have created it first in the shared /tmp). Short on
+    purpose: unix socket paths have a 108-byte limit.
+    """
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and _private_runtime_dir(runtime, uid):
+        root = Path(runtime) / "womm"
+    else:
+        root = Path(f"/tmp/womm-{uid}")
+    ensure_private_dir(root)
     return root
 
 
+def _private_runtime_dir(path: str, uid: int) -> bool:
+    """Whether $XDG_RUNTIME_DIR is usable as the spec promises: an absolute, short directory
+    of this user's that nobody else may enter. Anything else (a shared or foreign directory,
+    one that does not exist) falls back to /tmp."""
+    if not os.path.isabs(path) or len(path) + len("/womm") > _ROOT_MAX:
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700, or check that the existing one is this user's own
+    directory that group and others cannot use; raise :class:`WommError` saying what to do."""
+    uid = os.getuid()
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise WommError(f"cannot create womm's state directory {path} ({exc.strerror}): "
+                        "make its parent writable, or set XDG_RUNTIME_DIR to a private "
+                        "directory of yours.") from exc
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise WommError(f"womm's state directory {path} exists but is not a directory (a "
+                        "symlink or a file, possibly planted by another user): remove it, or "
+                        "set XDG_RUNTIME_DIR to a private directory of yours.")
+    if st.st_uid != uid:
+        raise WommError(f"womm's state directory {path} belongs to uid {st.st_uid}, not to you "
+                        f"(uid {uid}): another user may have created it to read your jobs or "
+                        "run commands as you. Have it removed (by its owner or root), or set "
+                        "XDG_RUNTIME_DIR to a private directory of yours.")
+    if st.st_mode & 0o077:
+        raise WommError(f"womm's state directory {path} is open to other users (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}): anything in it may have been "
+                        f"replaced. Remove it (rm -rf {path}) and run again, or set "
+                        "XDG_RUNTIME_DIR to a private directory of yours.")
+
+
 def task_dir(task_id: str) -> Path:
-    """State of one task: sockets, job outputs, joblog, heartbeat."""
+    """State of one task: sockets, job outputs, joblog, heartbeat. Always directly under the
+    state root: the directory is removed when the task ends, so a path must never get here."""
+    if task_id in ("", ".", "..") or "/" in task_id or "\0" in task_id:
+        raise WommError(f"{task_id[:40]!r} is not a task id: 'womm status' lists your tasks "
+                        "and their ids.")
     return state_root() / task_id

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import re
 import secrets
 import socket
 
-__all__ = ["experiment_pod_name", "experiment_task_key", "kube_safe_name", "new_task_id",
-           "owner", "task_object_name"]
+from .errors import OptionError
+
+__all__ = ["check_task_id", "experiment_pod_name", "experiment_task_key", "is_task_id",
+           "kube_safe_name", "new_task_id", "owner", "task_object_name"]
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o or 1/l: ids get read aloud
 
@@ -19,9 +22,34 @@ def new_task_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
+_TASK_ID = re.compile(f"[{_ID_ALPHABET}]{{8}}")
+
+
+def is_task_id(text: str) -> bool:
+    """Whether ``text`` is a task id as :func:`new_task_id` makes them (never a path)."""
+    return bool(_TASK_ID.fullmatch(text))
+
+
+def check_task_id(text: str) -> str:
+    """``text`` when it is a task id; else :class:`OptionError` saying what ids look like.
+
+    Task ids name directories (``womm finish`` removes one) and objects: a path, ``..`` or
+    anything else must never get that far.
+    """
+    if not is_task_id(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise OptionError(f"{shown!r} is not a womm task id (8 lower-case letters and digits, "
+                          "e.g. k3xq9m2a): 'womm status' lists your tasks and their ids.")
+    return text
+
+
 def owner() -> str:
     """``user@host`` of whoever runs womm here (labels, status filtering)."""
-    return kube_safe_name(f"{getpass.getuser()}.{socket.gethostname()}", limit=63)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry and no $USER (docker run -u)
+        user = f"uid{os.getuid()}"
+    return kube_safe_name(f"{user}.{socket.gethostname()}", limit=63)
 
 
 def task_object_name(task_id: str) -> str:

@@ -67,6 +67,10 @@ class PodRelay:
         tmp = self.socket_path.with_name(self.socket_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         listener.bind(str(tmp))
+        # Whoever connects runs jobs as this user: the user's alone, as the agent's socket.
+        # chmod after bind, not umask (process-wide: other threads create files); until then
+        # the private state directory keeps others out.
+        tmp.chmod(0o600)
         listener.listen(512)
         listener.setblocking(False)
         tmp.replace(self.socket_path)  # appears only once it accepts: readiness

@@ -282,6 +282,8 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
                  "too.")
             _say("Make it work!")
             _say(f"Also make sure our dependencies are installed: {needs}")
+            _say("Everything you write here is in the pushed image (shell histories are "
+                 "removed); credentials you save in files (~/.netrc...) would be too.")
             if options.script:
                 testbed = session.testbed(Path(options.script))
                 _run_script(testbed, options.script)
@@ -313,6 +315,10 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         left_out = sorted(set(capture.secrets) - set(environment))
         if left_out:
             _say(f"Left out (they look like secrets): {', '.join(left_out)}")
+        if round_.credential_files:
+            _say("Warning: these files hold credentials and would be in the pushed image: "
+                 f"{', '.join(round_.credential_files)}. Answer n, then run `womm setup` "
+                 "again and remove them before leaving the testbed.")
 
         if not options.yes and not _yes_no("Does it work?", "y"):
             raise _Quit("Nothing was pushed; the project config is unchanged.", 1)

@@ -5,9 +5,11 @@ One :class:`SetupSession` builds one project image:
 
 1. :meth:`SetupSession.testbed` creates a testbed container of the start image (the base, or
    the project's previous womm image): the working directory at the same path, this machine's
-   root at ``/mnt`` (read-only unless asked), cwd set, running as root, host networking (so
-   package managers reach their mirrors). Its shell's ``EXIT`` trap writes ``env -0`` to a
-   directory of this machine mounted at ``/run/womm-setup``: the capture survives any quoting.
+   root at ``/mnt`` (read-only unless asked; its sockets, /proc, /sys and /dev hidden), cwd
+   set, running as root, host networking (so package managers reach their mirrors). Its
+   shell's ``EXIT`` trap writes ``env -0`` to a private directory of the user's mounted at
+   ``/run/womm-setup`` (the capture survives any quoting) and removes shell histories, which
+   would otherwise be committed (see :mod:`.testbed_files`).
 2. :meth:`SetupSession.finish` (after the shell exits): files the testbed created in the
    working directory are given back to the user; the exported variables are captured (minus
    the shell's incidental ones, secret-looking ones set apart); the container is committed to
@@ -37,6 +39,8 @@ from typing import Any
 
 from ..errors import SetupError
 from ..naming import new_task_id
+from .capture import INCIDENTAL, Capture, looks_secret, parse_env0, sort_out
+from .testbed_files import SETUP_DIR, host_shadows, write_setup_dir
 
 __all__ = [
     "AGENT_NEEDS",
@@ -56,24 +60,6 @@ __all__ = [
 ]
 
 LABEL_SETUP = "womm/setup"  # on committed images and helper containers: the project id
-_SETUP_DIR = "/run/womm-setup"  # in the testbed: womm's scripts and the captured environment
-
-# Variables every shell or container sets by itself; never part of the run-time environment.
-INCIDENTAL = frozenset({
-    "_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "TERM", "HOME", "SHELL", "USER", "LOGNAME",
-    "MAIL", "LINES", "COLUMNS", "PS1", "PS2", "PS4", "ENV", "BASH_ENV", "HISTFILE",
-    "HISTSIZE", "HISTFILESIZE", "LS_COLORS", "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION",
-    "SSH_TTY", "DISPLAY", "TMUX", "container",
-})
-# What Docker sets when the image does not: unchanged, it is not the user's.
-_DEFAULTS = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-_SECRET = re.compile(r"TOKEN|PASS(WOR)?D|PASSWD|SECRET|KEY|CREDENTIAL|PRIVATE|AUTH", re.I)
-
-
-def looks_secret(name: str) -> bool:
-    """Whether a variable's name suggests a credential (TOKEN, PASSWORD, SECRET, KEY...)."""
-    return bool(_SECRET.search(name))
-
 
 @dataclasses.dataclass(frozen=True)
 class Dependency:
@@ -102,21 +88,6 @@ def dependencies(share: str) -> tuple[Dependency, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Capture:
-    """The testbed shell's exported variables, sorted out.
-
-    environment: new or changed variables to carry into the run-time environment.
-    secrets: new or changed variables whose names look like credentials: left out unless the
-        user keeps them.
-    problems: what could not be captured, in words.
-    """
-
-    environment: dict[str, str]
-    secrets: dict[str, str]
-    problems: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
 class Round:
     """The outcome of one testbed session."""
 
@@ -124,6 +95,9 @@ class Round:
     capture: Capture
     missing: tuple[str, ...]  # names of missing dependencies (empty: the check passed)
     check_output: str = ""
+    # Files the testbed wrote that usually hold credentials (~/.netrc...): they would be in
+    # the pushed image. Faces show them before "Does it work?".
+    credential_files: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,22 +127,21 @@ class Published:
         return f"{self.repository}:{self.tag}"
 
 
-def parse_env0(data: bytes) -> tuple[dict[str, str], list[str]]:
-    """``env -0`` output -> ({name: value}, problems). Values keep every byte they had."""
-    found: dict[str, str] = {}
-    problems = []
-    for entry in data.split(b"\0"):
-        if not entry:
-            continue
-        name, sep, value = entry.partition(b"=")
-        if not sep:
-            continue
-        try:
-            found[name.decode("utf-8")] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            problems.append(f"{name.decode('utf-8', 'replace')} is left out: its value is not "
-                            "UTF-8 text")
-    return found, problems
+# Where logins leave credentials in a home directory.
+_CREDENTIAL_FILE = re.compile(
+    r"/(\.netrc|\.git-credentials|\.pypirc|\.npmrc|\.pgpass|\.my\.cnf|\.docker/config\.json"
+    r"|\.aws/credentials|\.kube/config|\.config/gh/hosts\.yml|\.ssh/id_[a-z0-9]+"
+    r"|\.config/gcloud/(credentials\.db|application_default_credentials\.json))$")
+
+
+def credential_files(container: Any) -> tuple[str, ...]:
+    """Paths the container added or changed that usually hold credentials, sorted."""
+    try:
+        changed = container.diff() or []
+    except Exception:  # the container is gone: nothing of it will be committed either
+        return ()
+    return tuple(sorted(c["Path"] for c in changed
+                        if c.get("Kind") in (0, 1) and _CREDENTIAL_FILE.search(c["Path"])))
 
 
 def _env_dict(entries: list[str] | None) -> dict[str, str]:
@@ -193,44 +166,6 @@ def ensure_image(client: Any, reference: str) -> Any:
         raise SetupError(f"image {reference} is not on this Docker engine and could not be "
                          f"pulled ({exc.explanation or exc}): check its name, `docker login` "
                          "to its registry, or build it locally.") from exc
-
-
-# The launcher the testbed runs (`/bin/sh launcher shell|script`). The EXIT trap writes the
-# exported variables with NUL separators (values may hold newlines); chmod lets a non-root
-# womm read the file.
-_SAVE = r"""
-__womm_save() {
-    env -0 > /run/womm-setup/env 2>/dev/null || rm -f /run/womm-setup/env
-    chmod 644 /run/womm-setup/env 2>/dev/null
-}
-trap __womm_save EXIT
-"""
-_LAUNCHER = r"""
-if [ "$1" = script ]; then
-    if command -v bash >/dev/null 2>&1; then
-        exec bash -c '. /run/womm-setup/save.sh; . /run/womm-setup/script'
-    fi
-    . /run/womm-setup/save.sh
-    . /run/womm-setup/script
-    exit $?
-fi
-[ -r /run/womm-setup/term ] && read -r TERM < /run/womm-setup/term && export TERM
-if command -v bash >/dev/null 2>&1; then
-    exec bash --rcfile /run/womm-setup/bashrc -i
-fi
-ENV=/run/womm-setup/shrc exec sh -i
-"""
-_BASHRC = r"""
-[ -r /etc/bash.bashrc ] && . /etc/bash.bashrc
-[ -r "$HOME/.bashrc" ] && . "$HOME/.bashrc"
-PS1="(womm testbed) ${PS1:-\$ }"
-. /run/womm-setup/save.sh
-"""
-_SHRC = r"""
-unset ENV
-PS1="(womm testbed) ${PS1:-\$ }"
-. /run/womm-setup/save.sh
-"""
 
 
 class Testbed:
@@ -340,33 +275,23 @@ class SetupSession:
 
         self._rounds += 1
         setup_dir = self._tmp / f"round-{self._rounds}"
-        setup_dir.mkdir()
-        (setup_dir / "launcher").write_text(_LAUNCHER)
-        (setup_dir / "save.sh").write_text(_SAVE)
-        (setup_dir / "bashrc").write_text(_BASHRC)
-        (setup_dir / "shrc").write_text(_SHRC)
-        (setup_dir / "term").write_text(term + "\n")
-        if script is not None:
-            try:
-                shutil.copyfile(script, setup_dir / "script")
-            except OSError as exc:
-                raise SetupError(f"cannot read the setup script {script}: {exc.strerror}.") \
-                    from exc
-        os.chmod(self._tmp, 0o755)
-        os.chmod(setup_dir, 0o777)  # root in the testbed writes the capture here
+        write_setup_dir(setup_dir, script, term, self.cwd)
         self._before = self._root_owned() if self.owner != (0, 0) else set()
         volumes = {str(self.cwd): {"bind": str(self.cwd), "mode": "rw"},
                    "/": {"bind": "/mnt", "mode": "rw" if self.host_rw else "ro"},
-                   str(setup_dir): {"bind": _SETUP_DIR, "mode": "rw"}}
+                   str(setup_dir): {"bind": SETUP_DIR, "mode": "rw"}}
+        # The host's sockets stay out of reach: a read-only mount does not stop connect(),
+        # and /mnt/run/docker.sock would hand root on the host to any install script.
+        tmpfs = {f"/mnt{path}": "ro" for path in host_shadows()}
         user = "0:0" if self._start_config.get("User") else None  # root, so packages install
         name = f"womm-setup-{self.project_id}-{self._token}-{self._rounds}"
         interactive = script is None
         try:
             container = self.client.containers.create(
-                self._current_image, name=name, entrypoint=["/bin/sh", f"{_SETUP_DIR}/launcher",
+                self._current_image, name=name, entrypoint=["/bin/sh", f"{SETUP_DIR}/launcher",
                                                              "shell" if interactive else "script"],
                 command=[], working_dir=str(self.cwd), user=user, volumes=volumes,
-                tty=interactive, stdin_open=interactive, network_mode="host")
+                tmpfs=tmpfs, tty=interactive, stdin_open=interactive, network_mode="host")
         except docker.errors.APIError as exc:
             raise SetupError(f"Docker could not create the testbed from {self.start_image}: "
                              f"{exc.explanation or exc}") from exc
@@ -388,7 +313,7 @@ class SetupSession:
         self._last = testbed.container
         self._current_image = candidate
         missing, output = self._check(candidate)
-        return Round(code, capture, missing, output)
+        return Round(code, capture, missing, output, credential_files(testbed.container))
 
     def publish(self, repository: str, tag: str, environment: dict[str, str],
                 on_progress: Callable[[PushProgress], None] = lambda p: None) -> Published:
@@ -440,18 +365,11 @@ class SetupSession:
 
     # -- internals ----------------------------------------------------------------------------
     def _capture(self, path: Path) -> Capture:
-        if not path.is_file():
+        data = path.read_bytes() if path.is_file() else b""
+        if not data:  # `env` always prints PATH: nothing means the trap never wrote
             return Capture({}, {}, ("the exported variables could not be captured (the shell "
                                     "was killed, or its `env` lacks -0): none are saved",))
-        found, problems = parse_env0(path.read_bytes())
-        environment: dict[str, str] = {}
-        secrets: dict[str, str] = {}
-        for name in sorted(found):
-            value = found[name]
-            if name in INCIDENTAL or self.start_environment.get(name, _DEFAULTS.get(name)) == value:
-                continue
-            (secrets if looks_secret(name) else environment)[name] = value
-        return Capture(environment, secrets, tuple(problems))
+        return sort_out(data, self.start_environment)
 
     def _commit(self, container: Any, environment: dict[str, str]) -> str:
         import docker.errors

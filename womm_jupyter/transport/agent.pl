@@ -47,8 +47,11 @@ if (defined $opt{cwd} && $opt{cwd} ne '') {
 socket(my $server, PF_UNIX, SOCK_STREAM, 0) or die "womm-agent: socket: $!\n";
 my $tmp = "$opt{listen}.tmp";
 unlink $tmp;
+# Whoever can connect runs commands as this user: the socket is the user's alone (0600) from
+# the moment it exists. umask, not chmod after bind, so it never exists with wider modes.
+my $umask = umask 0177;
 bind($server, pack_sockaddr_un($tmp)) or die "womm-agent: bind $tmp: $!\n";
-chmod 0666, $tmp;
+umask $umask;
 listen($server, 512) or die "womm-agent: listen: $!\n";
 # The socket appears under its final name only once it accepts: readiness is "the file exists".
 rename $tmp, $opt{listen} or die "womm-agent: rename: $!\n";

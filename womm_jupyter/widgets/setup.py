@@ -272,6 +272,10 @@ class SetupView(ipywidgets.VBox):  # type: ignore[misc]  # (ipywidgets is untype
         left_out = sorted(set(capture.secrets) - set(kept))
         if left_out:
             lines.append(f"Left out (they look like secrets): {', '.join(left_out)}")
+        if round_.credential_files:
+            lines.append("Warning: these files hold credentials and would be in the pushed "
+                         f"image: {', '.join(round_.credential_files)}. Answer no, then "
+                         "remove them in a new testbed.")
         lines.append("Does it work?")
         self.step = "verdict"
         self.show_message("\n".join(lines))
