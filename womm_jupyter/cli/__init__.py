@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = verbs.add_parser(
         "doctor", help="check that womm can run on the configured cluster", allow_abbrev=False,
         description="Check the kubeconfig, that the API server answers, every permission womm "
-                    "uses in the namespace (asked of the API server), and that the image is in "
+                    "uses in the namespace (asked of the API server), the Pod Security level "
+                    "the namespace enforces (a warning when none or privileged), and that the "
+                    "image is in "
                     "its registry; say what is missing and what to do. Exit status 1 when "
                     "something is missing.")
     add_arguments(doctor, DoctorOptions)
@@ -150,7 +152,7 @@ def _doctor(options: DoctorOptions) -> int:
     found = check(context=options.context, namespace=options.namespace, image=options.image)
     marks = {True: "ok", False: "MISSING", None: "unknown"}
     for item in found:
-        print(f"{marks[item.ok]:8} {item.name}: {item.detail}")
+        print(f"{'WARNING' if item.warning else marks[item.ok]:8} {item.name}: {item.detail}")
         if item.advice and item.ok is not True:
             print(f"{'':8} -> {item.advice}")
     return 1 if any(item.ok is False for item in found) else 0
