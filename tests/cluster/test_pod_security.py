@@ -90,6 +90,13 @@ def test_cluster_setup_labels_an_existing_namespace_and_baseline_refuses_privile
     assert not [pod for pod in core.list_namespaced_pod(namespace).items
                 if pod.metadata.name.startswith("womm-doctor-probe")]  # a dry run creates none
 
+    # womm's own workers run under baseline.
+    run = _sh(cluster, f"womm parallel --backend kubernetes --image {cluster.base_image} "
+              "--kube-cpu 0.2 --kube-mem 128Mi --kube-pods 1 --start-timeout 90 -- -k echo {} "
+              "::: a b", tmp_path, str(member))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "a\nb\n"
+
     # The lazy share's opt-in needs privileged: re-applying with it relabels, doctor warns.
     again = _setup(cluster, namespace, tmp_path, "--pod-security", "privileged")
     assert again.returncode == 0, again.stderr
