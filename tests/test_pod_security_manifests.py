@@ -73,6 +73,7 @@ def test_cli_keeps_stdout_pipeable_and_explains_on_stderr():
     assert docs[-1]["metadata"]["namespace"] == "lab"  # womm-settings, after the Namespace
     assert "what the Role lets each member of namespace lab do" in run.stderr
     assert "mounts every Secret" in run.stderr and "Pod Security baseline" in run.stderr
+    assert "apply with `kubectl apply -f -`: it creates namespace lab or labels it" in run.stderr
     assert "apiVersion" not in run.stderr
 
     run = _cluster_setup("-n", "lab", "--pod-security", "privileged", "--fsserver-image", "x")

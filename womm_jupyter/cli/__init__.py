@@ -266,6 +266,9 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
     for line in role_effects(options.pod_security):
         print(textwrap.fill(line, 92, initial_indent="  - ", subsequent_indent="    "),
               file=sys.stderr)
+    print(f"womm: apply with `kubectl apply -f -`: it creates namespace {namespace} or labels "
+          "it; `kubectl create -f -` fails on an existing one (AlreadyExists) and leaves it "
+          "unlabelled", file=sys.stderr)
     return 0
 
 
