@@ -103,9 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the kubeconfig, that the API server answers, every permission womm "
                     "uses in the namespace (asked of the API server), the Pod Security level "
                     "the namespace enforces (a warning when none or privileged), and that the "
-                    "image is in "
-                    "its registry; say what is missing and what to do. Exit status 1 when "
-                    "something is missing.")
+                    "image is in its registry; say what is missing and what to do. Exit "
+                    "status 1 when something is missing.")
     add_arguments(doctor, DoctorOptions)
     logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
                             description="Print the output of an --async task's leader (GNU "

@@ -1,8 +1,10 @@
-"""`womm doctor`: can womm run here? Kubeconfig, API, permissions, the image in its registry.
+"""`womm doctor`: can womm run here? Kubeconfig, API, permissions, Pod Security, the image in
+its registry.
 
 Each check says what it found; a failed one also says what to do. Permissions are asked of
 the API server itself (SelfSubjectAccessReview) for every verb of the Role that
-`womm cluster-setup` prints, so the list cannot drift from what womm needs.
+`womm cluster-setup` prints, so the list cannot drift from what womm needs. The Pod Security
+level is only a warning when weak: womm runs either way.
 """
 
 from __future__ import annotations
