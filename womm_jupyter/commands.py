@@ -56,9 +56,11 @@ def collect(task_id: str, into: Path, *, context: str = "", namespace: str = "")
     return detached.download(task_id, into, context=context, namespace=namespace)
 
 
-def cluster_setup(context: str = "", namespace: str = "",
+def cluster_setup(context: str = "", namespace: str = "", *, pod_security: str = "baseline",
                   **fsserver: str) -> list[dict[str, Any]]:
-    """The manifests an admin applies once per namespace (`womm cluster-setup`); ``fsserver``:
+    """The manifests an admin applies once per namespace (`womm cluster-setup`): first the
+    Namespace with its Pod Security labels (``pod_security`` enforced), so that `kubectl apply`
+    creates a new namespace before what goes in it; ``fsserver``:
     :func:`manifests.cluster_setup`'s file-server arguments."""
     if not namespace:
         try:
@@ -67,7 +69,8 @@ def cluster_setup(context: str = "", namespace: str = "",
             namespace = load_config(context)[1]
         except MissingToolError:
             namespace = "default"
-    return manifests.cluster_setup(namespace, **fsserver)
+    return [manifests.namespace_pod_security(namespace, pod_security),
+            *manifests.cluster_setup(namespace, **fsserver)]
 
 
 def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]:

@@ -204,6 +204,13 @@ class ClusterSetupOptions:
     namespace: str = _option("", help="namespace the manifests are for (default: the "
                              "kubeconfig context's, else default)", metavar="NS", short="-n")
     context: str = _context()
+    pod_security: str = _option("baseline", help="Pod Security level the namespace enforces "
+                                "(its labels, printed as a Namespace object): baseline refuses "
+                                "privileged and hostPath pods; restricted also refuses womm's "
+                                "workers (they may run as root); privileged allows node root "
+                                "and is needed only by lazy shares with --privileged-fuse",
+                                choices=("baseline", "restricted", "privileged"),
+                                metavar="LEVEL")
     build: bool = _option(False, help="also build the --async leader image (Debian python3 "
                           "and perl with this womm installed) and the file server image "
                           "(fsserver/), push them under --prefix and print a ConfigMap that "

@@ -156,7 +156,7 @@ def leader_setup(cluster, tmp_path_factory) -> list[dict]:
     assert run.returncode == 0, run.stderr
     print(f"leader image built and pushed in {time.monotonic() - started:.1f}s")
     docs = list(yaml.safe_load_all(run.stdout))
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "Deployment",
-                                         "Service", "NetworkPolicy", "ConfigMap"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "Role", "RoleBinding",
+                                         "Deployment", "Service", "NetworkPolicy", "ConfigMap"]
     assert docs[-1]["data"]["image"].startswith(f"{cluster.registry}/womm-leader:")
     return docs

@@ -245,7 +245,8 @@ def test_cluster_setup_role_can_run_womm_and_exec_is_needed(cluster, namespace, 
 
     docs = list(yaml.safe_load_all(manifests.stdout))
     rbac = {"ServiceAccount", "Role", "RoleBinding"}
-    assert {d["kind"] for d in docs} == rbac | {"Deployment", "Service", "NetworkPolicy"}
+    assert {d["kind"] for d in docs} == rbac | {"Namespace", "Deployment", "Service",
+                                                "NetworkPolicy"}
     docs = [d for d in docs if d["kind"] in rbac]  # the file server: tests/cluster/test_fsserver.py
     for rule in next(d for d in docs if d["kind"] == "Role")["rules"]:
         assert "*" not in rule["verbs"] and "secrets" not in rule["resources"]
@@ -290,7 +291,9 @@ def test_doctor_reports_a_missing_image_and_an_unreachable_api(cluster, namespac
     assert found.returncode == 1, found.stdout + found.stderr
     lines = found.stdout.splitlines()
     assert [line.split()[0] for line in lines if not line.startswith(" ")] == [
-        "ok", "ok", "ok", "MISSING"], found.stdout
+        "ok", "ok", "ok", "WARNING", "MISSING"], found.stdout
+    assert (f"WARNING  pod security: namespace {namespace} enforces no Pod Security level"
+            in found.stdout)  # the fixture's namespace has no label
     assert "no-such-image:1 is not in registry" in found.stdout
     # A kubeconfig whose server does not answer: said plainly, nothing else is tried.
     config = yaml.safe_load(Path(cluster.kubeconfig).read_text())

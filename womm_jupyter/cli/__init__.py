@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -91,14 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the leader ServiceAccount and a Role + RoleBinding with exactly the "
                     "verbs womm uses (nothing cluster-wide), and the file server (an "
                     "unprivileged Deployment + Service + NetworkPolicy, storage an emptyDir or "
-                    "a PVC), for an admin to apply: `womm cluster-setup | kubectl apply -f -`.")
+                    "a PVC), for an admin to apply: `womm cluster-setup | kubectl apply -f -`. "
+                    "The Namespace object comes first: its labels make Pod Security enforce "
+                    "--pod-security (baseline by default), and `kubectl apply` creates the "
+                    "namespace or labels the existing one. What each verb lets a member do "
+                    "goes to stderr.")
     add_arguments(cluster, ClusterSetupOptions)
     doctor = verbs.add_parser(
         "doctor", help="check that womm can run on the configured cluster", allow_abbrev=False,
         description="Check the kubeconfig, that the API server answers, every permission womm "
-                    "uses in the namespace (asked of the API server), and that the image is in "
-                    "its registry; say what is missing and what to do. Exit status 1 when "
-                    "something is missing.")
+                    "uses in the namespace (asked of the API server), the Pod Security level "
+                    "the namespace enforces (a warning when none or privileged), and that the "
+                    "image is in its registry; say what is missing and what to do. Exit "
+                    "status 1 when something is missing.")
     add_arguments(doctor, DoctorOptions)
     logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
                             description="Print the output of an --async task's leader (GNU "
@@ -145,7 +151,7 @@ def _doctor(options: DoctorOptions) -> int:
     found = check(context=options.context, namespace=options.namespace, image=options.image)
     marks = {True: "ok", False: "MISSING", None: "unknown"}
     for item in found:
-        print(f"{marks[item.ok]:8} {item.name}: {item.detail}")
+        print(f"{'WARNING' if item.warning else marks[item.ok]:8} {item.name}: {item.detail}")
         if item.advice and item.ok is not True:
             print(f"{'':8} -> {item.advice}")
     return 1 if any(item.ok is False for item in found) else 0
@@ -215,7 +221,7 @@ def _parallel_async(options: ParallelOptions, parallel_args: list[str]) -> int:
 def _cluster_setup(options: ClusterSetupOptions) -> int:
     import yaml
 
-    from ..kube.manifests import leader_image_record
+    from ..kube.manifests import leader_image_record, role_effects
 
     fsserver_image = options.fsserver_image
     if options.build and not fsserver_image:
@@ -229,9 +235,11 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
 
         fsserver_image = default_image(options.prefix)
     docs = manage.cluster_setup(options.context, options.namespace,
+                                pod_security=options.pod_security,
                                 fsserver_image=fsserver_image,
                                 storage_class=options.storage_class,
                                 storage_size=options.storage_size)
+    namespace = docs[0]["metadata"]["name"]  # the Namespace object comes first
     if options.build:
         from ..cluster.leader_image import build_leader_image
 
@@ -239,7 +247,7 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
             text, file=sys.stderr, flush=True))
         print(f"womm: leader image {image} pushed; the ConfigMap below records it",
               file=sys.stderr)
-        docs.append(leader_image_record(image, docs[0]["metadata"].get("namespace")))
+        docs.append(leader_image_record(image, namespace))
     if options.shared_pvc:
         import re
 
@@ -249,8 +257,17 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
             raise OptionError(f"--shared-pvc: {options.shared_pvc!r} is not a claim's name "
                               "(lower-case letters, digits, '-' and '.'): give the name of "
                               "an existing PersistentVolumeClaim of the namespace")
-        docs.append(settings_record(options.shared_pvc, docs[0]["metadata"].get("namespace")))
+        docs.append(settings_record(options.shared_pvc, namespace))
     print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    # On stderr, so that the manifests stay pipeable into kubectl.
+    print(f"womm: what the Role lets each member of namespace {namespace} do:",
+          file=sys.stderr)
+    for line in role_effects(options.pod_security):
+        print(textwrap.fill(line, 92, initial_indent="  - ", subsequent_indent="    "),
+              file=sys.stderr)
+    print(f"womm: apply with `kubectl apply -f -`: it creates namespace {namespace} or labels "
+          "it; `kubectl create -f -` fails on an existing one (AlreadyExists) and leaves it "
+          "unlabelled", file=sys.stderr)
     return 0
 
 

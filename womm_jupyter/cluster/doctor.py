@@ -1,12 +1,15 @@
-"""`womm doctor`: can womm run here? Kubeconfig, API, permissions, the image in its registry.
+"""`womm doctor`: can womm run here? Kubeconfig, API, permissions, Pod Security, the image in
+its registry.
 
 Each check says what it found; a failed one also says what to do. Permissions are asked of
 the API server itself (SelfSubjectAccessReview) for every verb of the Role that
-`womm cluster-setup` prints, so the list cannot drift from what womm needs.
+`womm cluster-setup` prints, so the list cannot drift from what womm needs. The Pod Security
+level is only a warning when weak: womm runs either way.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -26,12 +29,14 @@ _MANIFEST_TYPES = ", ".join((
 
 @dataclass(frozen=True)
 class Check:
-    """One finding: ``ok`` is True, False, or None when it could not be decided."""
+    """One finding: ``ok`` is True, False, or None when it could not be decided; ``warning``:
+    womm can run, but the finding deserves attention (``ok`` is then None)."""
 
     name: str
     ok: bool | None
     detail: str
     advice: str = ""
+    warning: bool = False
 
 
 def check(*, context: str = "", namespace: str = "", image: str = "") -> list[Check]:
@@ -59,6 +64,7 @@ def check(*, context: str = "", namespace: str = "", image: str = "") -> list[Ch
         return found
     found.append(Check("API server", True, f"{host} answers (Kubernetes {version.git_version})"))
     found.append(_permissions(api, namespace))
+    found.append(_pod_security(api, namespace))
     found.append(_image(image))
     return found
 
@@ -91,6 +97,52 @@ def _permissions(api: Any, namespace: str) -> Check:
                      "bind you to its Role womm-leader")
     return Check("permissions", True, f"all {asked} permissions womm uses are granted in "
                  f"namespace {namespace}")
+
+
+def _pod_security(api: Any, namespace: str) -> Check:
+    """The Pod Security level the namespace enforces, from its labels. Members may not read
+    Namespaces (the Role grants nothing on them, and need not: womm never reads one); then,
+    and when no label is set (the cluster's default level applies), a server-side dry run of
+    a privileged pod asks admission itself: nothing is created."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    advice = (f"ask an admin to apply `womm cluster-setup --namespace {namespace}` (Pod "
+              "Security baseline), unless lazy shares with --privileged-fuse must run here")
+    try:
+        labels = core.read_namespace(namespace).metadata.labels or {}
+        level = labels.get(manifests.POD_SECURITY_ENFORCE, "")
+        source = f"label {manifests.POD_SECURITY_ENFORCE}" if level else "no label"
+    except client.ApiException as exc:
+        if exc.status not in (401, 403):
+            return Check("pod security", None, f"could not read Namespace {namespace}: "
+                         f"{exc.status} {exc.reason}")
+        level, source = "", "Namespace not readable with these credentials"
+    if level in ("baseline", "restricted"):
+        return Check("pod security", True, f"namespace {namespace} enforces Pod Security "
+                     f"{level} ({source}): privileged and hostPath pods are refused")
+    if level == "privileged":
+        return Check("pod security", None, f"namespace {namespace} enforces Pod Security "
+                     f"privileged ({source}): any member can start privileged pods (root on "
+                     "the node)", advice, warning=True)
+    probe = {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"generateName": "womm-doctor-probe-"},
+             "spec": {"containers": [{"name": "probe", "image": "womm-doctor-probe",
+                                      "securityContext": {"privileged": True}}]}}
+    try:
+        core.create_namespaced_pod(namespace, probe, dry_run="All")
+    except client.ApiException as exc:
+        refused = re.search(r'violates PodSecurity \\?"(\w+)', str(exc.body))
+        if exc.status == 403 and refused:
+            return Check("pod security", True, f"namespace {namespace} enforces Pod Security "
+                         f"{refused.group(1)} ({source}; a privileged pod, dry run, was "
+                         "refused)")
+        return Check("pod security", None, f"{source} in namespace {namespace}, and a dry-run "
+                     f"privileged pod was neither admitted nor refused by Pod Security: "
+                     f"{exc.status} {exc.reason}", advice)
+    return Check("pod security", None, f"namespace {namespace} enforces no Pod Security level "
+                 f"({source}; a privileged pod, dry run, was admitted): any member can start "
+                 "privileged pods (root on the node)", advice, warning=True)
 
 
 def _image(image: str) -> Check:

@@ -11,10 +11,10 @@ from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
 from ..naming import task_object_name
 from . import shared_volume as shared
 
-__all__ = ["LEADER", "ROLE_RULES", "cluster_setup", "detached_part", "detached_root",
-           "experiment_lease", "experiment_pod", "experiment_root",
+__all__ = ["LEADER", "POD_SECURITY_ENFORCE", "ROLE_RULES", "cluster_setup", "detached_part",
+           "detached_root", "experiment_lease", "experiment_pod", "experiment_root",
            "leader_image_record", "leader_job", "lease", "namespace_access",
-           "task_labels", "worker_deployment"]
+           "namespace_pod_security", "role_effects", "task_labels", "worker_deployment"]
 
 LEADER = "womm-leader"
 AGENT_SOCKET_DIR = "/run/womm"
@@ -147,6 +147,50 @@ ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["configmaps"],
      "verbs": ["get", "list", "create", "update", "patch", "delete"]},
 ]
+
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def namespace_pod_security(namespace: str, level: str = "baseline") -> dict[str, Any]:
+    """The Namespace, labelled for Pod Security admission: ``level`` enforced, and warnings and
+    audit annotations at ``restricted``. Labels only: `kubectl apply` of it creates the
+    namespace or adds the labels to an existing one, leaving its other labels alone. Not
+    labelled managed-by womm: the namespace is the admin's, not womm's."""
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {
+                POD_SECURITY_ENFORCE: level,
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted"}}}
+
+
+# What ROLE_RULES let a member do, standard Kubernetes semantics, for whoever grants them.
+_ROLE_EFFECTS = [
+    "deployments, replicasets, pods (create, delete): start and stop any pod, not only womm's "
+    "workers. pods: create lets a member run a pod that mounts every Secret of the namespace "
+    "and runs as any of its ServiceAccounts (their tokens, womm-leader's included): the "
+    "namespace is one trust domain, so give each person (or team that trusts itself) its own",
+    "pods/exec, pods/log: run commands in, and read the output of, every pod of the namespace, "
+    "other members' workers included",
+    "configmaps (create, update, delete): every ConfigMap of the namespace, womm-leader (the "
+    "--async leader image) and womm-settings (/shared) included",
+    "jobs: the --async leader; leases: who owns which task; events: why a pod does not start",
+]
+_LEVEL_EFFECTS = {
+    "baseline": "Pod Security baseline (enforced) refuses privileged pods, hostPath volumes, "
+                "the host's network, PID and IPC namespaces and added capabilities; lazy "
+                "shares with --privileged-fuse need privileged",
+    "restricted": "Pod Security restricted (enforced) also refuses pods that may run as root "
+                  "or keep capabilities: womm's workers do not meet it yet and are refused",
+    "privileged": "Pod Security privileged: any member can start privileged pods, i.e. be "
+                  "root on the node; needed only by lazy shares with --privileged-fuse",
+}
+
+
+def role_effects(level: str) -> list[str]:
+    """One line per group of :data:`ROLE_RULES` verbs saying what it lets a member do, and one
+    for the Pod Security ``level`` :func:`namespace_pod_security` enforces."""
+    return [*_ROLE_EFFECTS, _LEVEL_EFFECTS[level]]
 
 
 def namespace_access(name: str, namespace: str | None = None) -> list[dict[str, Any]]:
