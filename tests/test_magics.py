@@ -407,7 +407,7 @@ def _touches(names: set[str], *targets: str) -> set[str]:
 def test_core_never_imports_faces_at_module_level():
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE).parts
-        if relative[0] in ("magics", "widgets", "cli.py"):
+        if relative[0] in ("magics", "widgets", "cli", "__main__.py"):  # faces, the CLI's entry
             continue
         bad = _touches(_imports(path, True), "IPython", "ipywidgets", "magics", "widgets",
                        "cli")

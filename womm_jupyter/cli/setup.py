@@ -24,7 +24,6 @@ from . import _terminal
 
 __all__ = ["setup", "show"]
 
-DEFAULT_BASE = "ubuntu:22.04"
 _SHARE_MENU = """\
 How do you want to share {cwd} to your cloud?
 1) lazily
@@ -70,35 +69,12 @@ def _yes_no(question: str, default: str) -> bool:
     return _ask(default, ("y", "n")) == "y"
 
 
-def _show_env(values: dict[str, str]) -> str:
-    return "\n".join(f"  {name}={value!r}" for name, value in values.items())
-
-
 def show(cwd: Path) -> int:
     """``womm setup --show``: the project's configuration and the user's prefix."""
-    found = config.load_project(cwd)
-    prefix = config.load_user().get("prefix", "")
-    if found is None:
-        _say(f"No womm setup in {cwd} or above: run `womm setup` there.")
-        if prefix:
-            _say(f"image prefix (yours): {prefix}")
-        return 1
-    directory, project = found
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(project.updated))
-    _say(f"project:     {directory}  ({directory / config.PROJECT_FILE})")
-    _say(f"image:       {project.image}")
-    _say(f"pushed as:   {project.tag}")
-    _say(f"base image:  {project.base}")
-    _say(f"share:       {project.share}")
-    _say(f"updated:     {when}")
-    if prefix:
-        _say(f"prefix:      {prefix}  ({config.user_config_path()})")
-    if project.environment:
-        _say("environment:")
-        _say(_show_env(project.environment))
-    else:
-        _say("environment: (none captured)")
-    return 0
+    lines, status = setup_plan.describe(cwd)
+    for line in lines:
+        _say(line)
+    return status
 
 
 @contextlib.contextmanager
@@ -242,10 +218,10 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             _say(f"Starting from the project's image {previous.image}")
     if from_scratch:
         if not base and options.yes:
-            base = DEFAULT_BASE
+            base = setup_plan.DEFAULT_BASE
         elif not base:
             _say("What is the docker hub name for the base image for your operating system?")
-            base = _ask(DEFAULT_BASE)
+            base = _ask(setup_plan.DEFAULT_BASE)
         start_image = base
 
     # -- image name ---------------------------------------------------------------------------
@@ -308,7 +284,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             _say(f"Note: {problem}")
         if capture.environment:
             _say("These exported variables will be in the run-time environment:")
-            _say(_show_env(capture.environment))
+            _say(setup_plan.environment_lines(capture.environment))
         else:
             _say("No exported variables were captured.")
         environment = {**capture.environment, **_decide_secrets(round_, options)}
