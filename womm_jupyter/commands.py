@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from . import tasks
 from .backends import Backend, LocalBackend, TaskInfo, kubernetes_configured
+from .backends.docker import DockerBackend, connect
+from .backends.kubernetes import KubernetesBackend, load_config
 from .errors import MissingToolError, OptionError, TaskNotFoundError
 from .events import EventKind
 from .kube import manifests
@@ -152,14 +154,10 @@ def check_task_id(task_id: str, verb: str) -> str:
 def _backends(context: str = "", namespace: str = "") -> list[Backend]:
     found: list[Backend] = [LocalBackend()]
     try:
-        from .backends.docker import DockerBackend, connect
-
         found.append(DockerBackend(connect(timeout=3.0)))
     except MissingToolError:
         pass  # no engine: it can hold no tasks
     if kubernetes_configured() or context:
-        from .backends.kubernetes import KubernetesBackend
-
         found.append(KubernetesBackend(context, namespace))
     return found
 
@@ -219,8 +217,6 @@ def cluster_setup(context: str = "", namespace: str = "", *, pod_security: str =
     :func:`manifests.cluster_setup`'s file-server arguments."""
     if not namespace:
         try:
-            from .backends.kubernetes import load_config
-
             namespace = load_config(context)[1]
         except MissingToolError:
             namespace = "default"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from ..backends.docker import connect
 from ..errors import OptionError, SetupError
 from ..naming import new_task_id
 from ..options import SetupOptions
@@ -180,8 +181,6 @@ def setup(options: SetupOptions, cwd: Path | None = None) -> int:
 
 
 def _setup(options: SetupOptions, cwd: Path) -> int:
-    from ..backends.docker import connect
-
     if not options.script and not sys.stdin.isatty():
         raise OptionError("womm setup: the testbed shell needs a terminal; run it in one, or "
                           "pass --script FILE to run a setup script instead")
