@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .. import commands
 from ..cluster.admin import member_kubeconfig, node_usage, write_kubeconfig
 from ..errors import OptionError
-from ..events import HandleStatus
+from ..events import EventKind, HandleStatus
 from ..kuboid.experiment import Experiment
 from ..kuboid.pods import PodFilter, Pods
 from ..naming import kube_safe_name
@@ -185,7 +185,7 @@ def _experiment(options: ExperimentOptions) -> int:
     drawn = False
     try:
         for event in experiment.events():
-            if event.kind == "progress" and tty:
+            if event.kind == EventKind.PROGRESS and tty:
                 sys.stderr.write(f"\r\033[Kwomm: {event.text}")
                 drawn = True
             else:

@@ -24,6 +24,7 @@ from IPython.display import display
 
 from .. import commands
 from ..errors import OptionError
+from ..events import EventKind
 from ..kuboid.experiment import Experiment, ExperimentEvent
 from ..options import ExperimentOptions, add_arguments, resolve
 from .parsing import HelpShown, MagicParser, usage_error, words
@@ -47,7 +48,7 @@ _EXAMPLES = """
 """
 # Shown on stderr in every case; with the live table, per-task completions and pod deletions
 # are left to the table (and to the summary at the end).
-_QUIET_WITH_TABLE = ("completed", "deleted")
+_QUIET_WITH_TABLE = (EventKind.COMPLETED, EventKind.DELETED)
 _TEXT_INTERVAL = 5.0  # seconds between two plain progress lines
 
 
@@ -137,7 +138,7 @@ class ExperimentMagics(Magics):
         progress = _TextProgress()
         try:
             for event in experiment.events():
-                if event.kind == "progress":
+                if event.kind == EventKind.PROGRESS:
                     if not table:
                         progress.update(event.text)
                 elif not (table and event.kind in _QUIET_WITH_TABLE):

@@ -18,7 +18,7 @@ from .records import JobRecord, records_frame
 
 __all__ = ["Run"]
 
-_FINISHED = Event("finished")
+_FINISHED = Event(EventKind.FINISHED)
 
 
 class Run(EventStream[Event, "Run"]):
