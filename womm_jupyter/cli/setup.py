@@ -17,7 +17,6 @@ from typing import Any
 from .. import config
 from ..backends.docker import connect
 from ..errors import OptionError, SetupError
-from ..naming import new_task_id
 from ..options import SetupOptions
 from ..setup import plan as setup_plan
 from ..setup.testbed import PushProgress, Round, SetupSession, Testbed, dependencies
@@ -63,6 +62,11 @@ def _ask(default: str, choices: tuple[str, ...] = ()) -> str:
             return answer
         if choices:
             _say(f"Please answer {' or '.join(choices)}.")
+
+
+def _ask_base() -> str:
+    _say("What is the docker hub name for the base image for your operating system?")
+    return _ask(setup_plan.DEFAULT_BASE)
 
 
 def _yes_no(question: str, default: str) -> bool:
@@ -188,7 +192,6 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         raise OptionError(f"--script {options.script}: no such file")
     found = config.load_project(cwd)
     project_dir, previous = found if found else (cwd, None)
-    user = config.load_user()
 
     # -- share method ------------------------------------------------------------------------
     share = setup_plan.share_name(options.share) if options.share else ""
@@ -207,50 +210,35 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             raise _Quit("Never mind: nothing was changed.", 0)
         share = setup_plan.share_name(answer)
 
-    # -- start image --------------------------------------------------------------------------
+    # -- start image: the project's (no base given), or a base, which starts afresh ------------
     base = options.base
-    from_scratch = True
     if not base and previous is not None:
         if options.yes or not _yes_no("Do you want to change your base image?", "n"):
-            from_scratch = False
-            start_image, base = previous.image, previous.base
             _say(f"Starting from the project's image {previous.image}")
-    if from_scratch:
-        if not base and options.yes:
-            base = setup_plan.DEFAULT_BASE
-        elif not base:
-            _say("What is the docker hub name for the base image for your operating system?")
-            base = _ask(setup_plan.DEFAULT_BASE)
-        start_image = base
+        else:
+            base = _ask_base()
+    elif not base:
+        base = setup_plan.DEFAULT_BASE if options.yes else _ask_base()
 
-    # -- image name ---------------------------------------------------------------------------
+    # -- image name: a new image needs the prefix it is pushed under --------------------------
     prefix = options.prefix
-    if from_scratch or previous is None:
-        project_id = new_task_id()
-        if not prefix:
-            remembered = str(user.get("prefix", ""))
-            if options.yes and not remembered:
-                raise OptionError("--prefix is required with --yes on a first setup, e.g. "
-                                  "--prefix registry.example.org/me/")
-            if options.yes:
-                prefix = remembered
-            else:
-                _say(_PREFIX_QUESTION)
-                prefix = _ask(remembered)
-        repository = setup_plan.repository(prefix, project_id)
-    else:
-        assert previous is not None
-        project_id = previous.project_id
-        repository = (setup_plan.repository(prefix, project_id) if prefix
-                      else previous.image.split("@", 1)[0])
+    if base and not prefix:
+        remembered = str(config.load_user().get("prefix", ""))
+        if options.yes and not remembered:
+            raise OptionError("--prefix is required with --yes on a first setup, e.g. "
+                              "--prefix registry.example.org/me/")
+        if not options.yes:
+            _say(_PREFIX_QUESTION)
+            prefix = _ask(remembered)
+    plan = setup_plan.plan_setup(cwd, share=share, base=base, prefix=prefix)
 
     # -- testbed rounds -----------------------------------------------------------------------
     client = connect()
-    _say(f"Preparing the testbed from {start_image}...")
-    session = SetupSession(client, cwd, start_image, project_id=project_id, share=share,
-                           host_rw=options.host_rw)
+    _say(f"Preparing the testbed from {plan.start_image}...")
+    session = SetupSession(client, cwd, plan.start_image, project_id=plan.project_id,
+                           share=plan.share, host_rw=options.host_rw)
     try:
-        needs = ", ".join(dep.name for dep in dependencies(share))
+        needs = ", ".join(dep.name for dep in dependencies(plan.share))
         while True:
             _say("This is a *local* shell where any dependencies you install will be saved.")
             _say("The goal is that if your application works here, it will work on the cloud "
@@ -300,23 +288,16 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
 
         # -- commit, push, record -------------------------------------------------------------
         tag = time.strftime("%Y%m%d-%H%M%S")
-        _say(f"The push refers to repository [{repository}]")
+        _say(f"The push refers to repository [{plan.repository}]")
         display = _PushDisplay()
         try:
-            published = session.publish(repository, tag, environment, display)
+            published = session.publish(plan.repository, tag, environment, display)
         finally:
             display.close()
         _say(f"{published.tagged}: digest: {published.digest}")
-        kept = dict(previous.environment) if previous is not None and not from_scratch else {}
-        record = config.ProjectConfig(
-            project_id=project_id, image=published.reference, tag=published.tagged,
-            base=base, share=share, environment={**kept, **environment},
-            updated=time.time())
-        path = config.save_project(project_dir, record)
-        if prefix and prefix != user.get("prefix"):
-            config.save_user(prefix=prefix)
+        path = setup_plan.record(plan, published, environment)
         _say(f"Saved in {path}: jobs now run {published.reference}")
-        if share == "lazy":
+        if plan.share == "lazy":
             _say("On Kubernetes a lazy share mounts this directory in each worker pod with "
                  "sshfs: run `womm parallel --privileged-fuse ...` to allow that (the worker "
                  "pods then run privileged; see README). Docker and local runs need nothing.")

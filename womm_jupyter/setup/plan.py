@@ -1,10 +1,9 @@
 """What a ``womm setup`` will do, decided from its answers and the project's record; and
-recording what it published. Core, no dialogue: the setup widget (and any face that has all
-the answers at once) calls :func:`plan_setup`, drives
-:class:`~womm_jupyter.setup.testbed.SetupSession` and ends with :func:`record`. The rules are
-the CLI dialogue's (``cli/setup.py``): a repeated
-setup keeps the recorded share and starts from the project's image unless a base is given;
-the prefix defaults to the one the user gave last.
+recording what it published. Core, no dialogue: both faces gather the answers their own way
+(the dialogue of ``cli/setup.py`` asks, the form of ``widgets/setup.py`` reads its fields),
+then call :func:`plan_setup`, drive :class:`~womm_jupyter.setup.testbed.SetupSession` and end
+with :func:`record`. A repeated setup keeps the recorded share and starts from the project's
+image unless a base is given; the prefix defaults to the one the user gave last.
 """
 
 from __future__ import annotations
