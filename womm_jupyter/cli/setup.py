@@ -104,7 +104,7 @@ def _interact(testbed: Testbed) -> None:
     """
     sock = testbed.attach_socket()
     testbed.start()
-    _terminal.join(sock, testbed.resize)
+    _terminal.join_socket(sock, testbed.resize)
     if testbed.running():  # detached (ctrl-p ctrl-q): the shell still runs; end it
         testbed.container.kill()
 

@@ -47,5 +47,5 @@ def shell(options: ShellOptions, command: list[str] | None) -> int:
 
 
 def _interactive(session: ShellSession | KubernetesShell) -> int:
-    _terminal.join(session.attach_socket(), session.resize)
+    _terminal.join_socket(session.attach_socket(), session.resize)
     return int(session.wait(timeout=30))

@@ -14,18 +14,8 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 
-from .. import commands
+from .. import commands, options
 from ..errors import OptionError
-from ..options import (
-    FinishOptions,
-    LogsOptions,
-    ParallelOptions,
-    SetupOptions,
-    ShellOptions,
-    StatusOptions,
-    add_arguments,
-    resolve,
-)
 
 __all__ = ["HelpShown", "MagicParser", "build_parser", "parse", "resolve_usage", "split_line",
            "usage_error", "words"]
@@ -61,7 +51,7 @@ examples:
 """
 
 _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
-    "womm_parallel": (ParallelOptions, dict(
+    "womm_parallel": (options.ParallelOptions, dict(
         prog="%%womm_parallel",
         usage="%(prog)s [womm options] [-o NAME] -- [GNU parallel options] command",
         description="Run the command once per input line on --kube-pods workers through GNU "
@@ -69,25 +59,25 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
                     "return the run object (.df: one row per job). Same options as "
                     "`womm parallel`.",
         epilog=_PARALLEL_EPILOG)),
-    "womm_status": (StatusOptions, dict(
+    "womm_status": (options.StatusOptions, dict(
         prog="%womm_status",
         description=commands.DESCRIPTIONS["status"] + " As `womm status`; returns a table "
                     "whose .df is a DataFrame.")),
-    "womm_finish": (FinishOptions, dict(
+    "womm_finish": (options.FinishOptions, dict(
         prog="%womm_finish",
         description=commands.DESCRIPTIONS["finish"] + " As `womm finish ID`.")),
-    "womm_logs": (LogsOptions, dict(
+    "womm_logs": (options.LogsOptions, dict(
         prog="%womm_logs",
         description=commands.DESCRIPTIONS["logs"] + " As `womm logs ID`; interrupt the kernel "
                     "to stop following.")),
-    "womm_setup": (SetupOptions, dict(
+    "womm_setup": (options.SetupOptions, dict(
         prog="%womm_setup",
         description="Build the project's worker image, as `womm setup`. Without arguments: a "
                     "form (share, base image, prefix), a testbed terminal, \"Does it work?\" "
                     "and the push's progress. With --script FILE the setup runs like `womm "
                     "setup` with the same flags (a kernel has no terminal for the dialogue); "
                     "other flags pre-fill the form.")),
-    "womm_shell": (ShellOptions, dict(
+    "womm_shell": (options.ShellOptions, dict(
         prog="%womm_shell",
         usage="%(prog)s [options] [-- command line]",
         description=commands.DESCRIPTIONS["shell"] + " As `womm shell`: the terminal is in "
@@ -98,10 +88,10 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
 def build_parser(verb: str) -> MagicParser:
     """The parser of magic ``verb`` (``womm_parallel``, ``womm_status``, ``womm_finish``,
     ``womm_logs``, ``womm_setup``, ``womm_shell``)."""
-    options, settings = _VERBS[verb]
+    model, settings = _VERBS[verb]
     parser = MagicParser(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                          **settings)
-    add_arguments(parser, options)
+    options.add_arguments(parser, model)
     if verb == "womm_parallel":
         parser.add_argument("-o", "--output", dest="output", metavar="NAME",
                             default=argparse.SUPPRESS,
@@ -152,6 +142,6 @@ def resolve_usage(verb: str, explicit: dict[str, Any]) -> Any:
         naming the flag, for missing or out-of-range values.
     """
     try:
-        return resolve(_VERBS[verb][0], explicit)
+        return options.resolve(_VERBS[verb][0], explicit)
     except OptionError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
