@@ -147,6 +147,17 @@ def test_bad_input_is_a_one_line_usage_error(ip, line, expected, monkeypatch):
     assert started == []  # nothing was started
 
 
+def test_an_option_error_found_on_the_runs_thread_is_a_usage_error_too(ip, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no project config: no image recorded
+    monkeypatch.delenv("WOMM_IMAGE", raising=False)
+    with pytest.raises(UsageError) as caught:
+        ip.run_cell_magic("womm_parallel", "--kube-pods 1 --backend docker -- echo {}", "a\n")
+    assert type(caught.value) is UsageError
+    assert str(caught.value).startswith("%%womm_parallel: --image is required")
+    assert "\n" not in str(caught.value)
+
+
 def test_line_magic_needs_inline_inputs(ip):
     with pytest.raises(UsageError, match="give the inputs after `:::`"):
         ip.run_line_magic("womm_parallel", "--kube-pods 1 --backend local -- echo {}")

@@ -223,7 +223,10 @@ class WommMagics(Magics):
             print(f"womm: cancelled; the workers were deleted; {kept} finished job"
                   f"{'' if kept == 1 else 's'} kept{where}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
-        run.result()  # a WommError shows as its message (_render_traceback_), no stack trace
+        try:
+            run.result()  # a WommError shows as its message (_render_traceback_), no stack trace
+        except OptionError as exc:  # found on the run's thread (e.g. no image): as if parsed
+            raise usage_error("%%womm_parallel", exc) from None
         if run.exit_code:
             failed = sum(not record.ok for record in run.records)
             print(f"womm: {failed} job{'' if failed == 1 else 's'} failed (GNU parallel exited "
