@@ -120,9 +120,10 @@ def submit_async(options: ParallelOptions, parallel_words: list[str], *, cwd: Pa
 
 
 def async_started(done: detached.Submitted, *, face: Literal["cli", "magic"],
-                  namespace_given: bool) -> str:
+                  namespace_given: bool = False) -> str:
     """What to tell the user once an --async task started: how to follow it, see it and
-    collect it, in the face's own verbs."""
+    collect it, in the face's own verbs (the CLI's repeat ``--namespace`` when it was
+    given)."""
     if face == "magic":
         return (f"womm: task {done.task_id} started in namespace {done.namespace}; follow it "
                 f"with %womm_logs {done.task_id} -f, collect and clean up with "

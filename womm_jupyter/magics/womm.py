@@ -196,8 +196,7 @@ class WommMagics(Magics):
             done = commands.submit_async(
                 options, parallel_words, cwd=Path.cwd(), stdin=data,
                 report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
-            print(commands.async_started(done, face="magic", namespace_given=False),
-                  file=sys.stderr, flush=True)
+            print(commands.async_started(done, face="magic"), file=sys.stderr, flush=True)
             return None
         try:
             dispatch = Dispatch(options, parallel_words, cwd=Path.cwd(),
