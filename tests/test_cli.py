@@ -186,9 +186,9 @@ def test_bad_option_from_environment_names_the_variable(womm, tools, tmp_path):
 
 
 def test_finish_unknown_task(womm, tmp_path):
-    result = womm("finish", "nosuchid", cwd=tmp_path)
+    result = womm("finish", "n2suchid", cwd=tmp_path)  # an id, of no task
     assert result.returncode == 2, result.explain()
-    assert result.err.startswith("womm: error: no task nosuchid"), result.err
+    assert result.err.startswith("womm: error: no task n2suchid"), result.err
 
 
 def test_sigint_on_local_backend_stops_agents_and_jobs(tools, tmp_path):
@@ -258,7 +258,7 @@ def test_womm_debug_adds_the_traceback(tmp_path, monkeypatch, capsys):
     assert main(["finish", "../etc"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "OptionError" in err, err
-    assert err.splitlines()[-1].startswith("womm: error: womm finish: '../etc' is not a task id")
+    assert err.splitlines()[-1].startswith("womm: error: '../etc' is not a womm task id")
 
 
 @pytest.mark.parametrize("target", ["/tmp", "..", "a/b"])
@@ -268,5 +268,5 @@ def test_finish_takes_only_task_ids(womm, tmp_path, target):
     result = womm("finish", str(tmp_path / "state") if target == "/tmp" else target,
                   cwd=tmp_path)
     assert result.returncode == 2, result.explain()
-    assert "is not a task id" in result.err and "`womm status` lists the tasks" in result.err
+    assert "is not a womm task id" in result.err and "'womm status' lists" in result.err
     assert (tmp_path / "state" / "task.json").is_file()

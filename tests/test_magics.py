@@ -276,9 +276,9 @@ def test_status_table_and_finish(ip, capsys):
     assert "<table" in table._repr_html_()
     assert list(table.df.columns)[:3] == ["task_id", "backend", "created"]
     with pytest.raises(womm_jupyter.TaskNotFoundError) as caught:
-        ip.run_line_magic("womm_finish", "nosuchtask")
+        ip.run_line_magic("womm_finish", "n2suchid")  # an id, of no task
     assert caught.value._render_traceback_() == [
-        "TaskNotFoundError: no task nosuchtask on this machine or its Docker engine: "
+        "TaskNotFoundError: no task n2suchid on this machine or its Docker engine: "
         "`womm status` lists the tasks you can finish."]
 
 

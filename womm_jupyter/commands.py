@@ -28,16 +28,16 @@ from . import tasks
 from .backends import Backend, LocalBackend, TaskInfo, kubernetes_configured
 from .backends.docker import DockerBackend, connect
 from .backends.kubernetes import KubernetesBackend, load_config
-from .errors import MissingToolError, OptionError, TaskNotFoundError
+from .errors import MissingToolError, TaskNotFoundError
 from .events import EventKind
 from .kube import manifests
 from .kuboid import experiment as experiments
-from .naming import is_task_id
+from .naming import check_task_id
 from .options import ParallelOptions
 from .run import detached, gnu
 
 __all__ = ["DASHES_EPILOG", "DESCRIPTIONS", "STATUS_HEADER", "TEXT_EVENTS", "age",
-           "async_started", "check_task_id", "citation_output", "cluster_setup", "collect",
+           "async_started", "citation_output", "cluster_setup", "collect",
            "collect_and_finish", "experiment_cancelled", "experiment_summary", "finish",
            "has_input_sources", "missing_dashes", "split_at_dashes", "split_line_at_dashes",
            "status", "status_lines", "status_row", "stream_logs", "submit_async"]
@@ -144,14 +144,6 @@ def citation_output() -> tuple[str, str]:
 
 
 # -- tasks ------------------------------------------------------------------------------------
-def check_task_id(task_id: str, verb: str) -> str:
-    """``task_id`` if it has a task id's form; else an OptionError (never a path)."""
-    if not is_task_id(task_id):
-        raise OptionError(f"{verb}: {task_id!r} is not a task id (lowercase letters and digits, "
-                          "e.g. k3xq9m2a): `womm status` lists the tasks.")
-    return task_id
-
-
 def _backends(context: str = "", namespace: str = "") -> list[Backend]:
     found: list[Backend] = [LocalBackend()]
     try:
@@ -204,7 +196,7 @@ def status_lines(found: Iterable[TaskInfo], now: float) -> list[str]:
 
 def collect(task_id: str, into: Path, *, context: str = "", namespace: str = "") -> Path | None:
     """Download an --async task's records and output under ``into``; None for other tasks."""
-    check_task_id(task_id, "womm finish")
+    check_task_id(task_id)
     if not (kubernetes_configured() or context):
         return None
     return detached.download(task_id, into, context=context, namespace=namespace)
@@ -233,11 +225,12 @@ def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]
     Raises
     ------
     OptionError
-        when ``task_id`` does not have a task id's form.
+        when ``task_id`` is not a task id (:func:`~womm_jupyter.naming.check_task_id`): a
+        path never gets as far as the state directory.
     TaskNotFoundError
         when nothing of the task is found.
     """
-    check_task_id(task_id, "womm finish")
+    check_task_id(task_id)
     meta = tasks.read_task(task_id)
     if meta and tasks.coordinator_alive(task_id, meta.get("pid"), meta.get("host")):
         os.kill(int(meta["pid"]), signal.SIGTERM)  # it cleans up after itself
@@ -269,7 +262,6 @@ def stream_logs(task_id: str, follow: bool, write: Callable[[bytes], None], *,
                 context: str = "", namespace: str = "") -> None:
     """`womm logs ID [-f]`: pass each chunk of the leader's output to ``write``. The
     connection is released however the loop ends (an interrupt stops following)."""
-    check_task_id(task_id, "womm logs")
     chunks = detached.logs(task_id, follow, context=context, namespace=namespace)
     try:
         for chunk in chunks:
