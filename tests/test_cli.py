@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import womm_jupyter
+from womm_jupyter.cli import main
 
 
 def _project(root):
@@ -185,9 +186,9 @@ def test_bad_option_from_environment_names_the_variable(womm, tools, tmp_path):
 
 
 def test_finish_unknown_task(womm, tmp_path):
-    result = womm("finish", "nosuchid", cwd=tmp_path)
+    result = womm("finish", "n2suchid", cwd=tmp_path)  # an id, of no task
     assert result.returncode == 2, result.explain()
-    assert result.err.startswith("womm: error: no task nosuchid"), result.err
+    assert result.err.startswith("womm: error: no task n2suchid"), result.err
 
 
 def test_sigint_on_local_backend_stops_agents_and_jobs(tools, tmp_path):
@@ -220,3 +221,52 @@ def _processes_mentioning(task):
         except OSError:
             continue
     return found
+
+
+# -- every verb: a WommError is one `womm: error:` message and its exit status, no traceback --
+
+_NO_CLUSTER = {
+    "status": ["status"],
+    "finish": ["finish", "k3xq9m2a"],
+    "logs": ["logs", "k3xq9m2a"],
+    "parallel --async": ["parallel", "--async", "--kube-pods", "1", "--image", "busybox", "--",
+                         "echo", ":::", "a"],
+    "experiment run": ["experiment", "run", "-i", "busybox", "-f", "tasks.txt", "-l", "logs"],
+    "pods": ["pods", "names"],
+    "admin nodes": ["admin", "nodes"],
+    "shell": ["shell", "--backend", "kubernetes", "--image", "busybox", "--", "true"],
+}
+
+
+@pytest.mark.parametrize("argv", list(_NO_CLUSTER.values()), ids=list(_NO_CLUSTER))
+def test_every_verb_reports_an_unusable_kubeconfig_in_one_line(argv, tmp_path, monkeypatch,
+                                                              capsys):
+    (tmp_path / "kubeconfig").write_text("{}\n")  # a file, but no cluster in it
+    (tmp_path / "tasks.txt").write_text("echo hi\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("WOMM_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("womm: error: no usable Kubernetes configuration"), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_womm_debug_adds_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WOMM_DEBUG", "1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["finish", "../etc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "OptionError" in err, err
+    assert err.splitlines()[-1].startswith("womm: error: '../etc' is not a womm task id")
+
+
+@pytest.mark.parametrize("target", ["/tmp", "..", "a/b"])
+def test_finish_takes_only_task_ids(womm, tmp_path, target):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "task.json").write_text("{}")  # a directory finish must not delete
+    result = womm("finish", str(tmp_path / "state") if target == "/tmp" else target,
+                  cwd=tmp_path)
+    assert result.returncode == 2, result.explain()
+    assert "is not a womm task id" in result.err and "'womm status' lists" in result.err
+    assert (tmp_path / "state" / "task.json").is_file()

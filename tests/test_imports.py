@@ -1,5 +1,7 @@
-"""The import rule (STYLE.md): core modules import neither IPython nor ipywidgets; magics/ and
-widgets/ import the core and not each other; the core imports nothing from the faces."""
+"""The import rule (STYLE.md, ARCHITECTURE.md): the faces are the folders cli/, magics/,
+widgets/ and server/; core modules import neither Jupyter packages nor a face at module level;
+magics/ and widgets/ import the core and not each other; and the package's modules import each
+other at module level without a cycle."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import womm_jupyter
 
 PACKAGE = Path(womm_jupyter.__file__).resolve().parent
-FACES = ("magics", "widgets", "server")  # faces that may import Jupyter packages
+FACES = ("cli", "magics", "widgets", "server")  # the faces, one folder each
 JUPYTER = ("IPython", "ipywidgets", "ipykernel", "traitlets", "anywidget", "jupyter_server")
 
 
@@ -30,7 +32,7 @@ def _modules():
 
 def _is_core(name: str) -> bool:
     parts = name.split(".")
-    return not (len(parts) > 1 and (parts[1] in FACES or parts[1].startswith("cli")))
+    return not (len(parts) > 1 and parts[1] in FACES)
 
 
 def _imports(path: Path, name: str, *, module_level_only: bool) -> list[tuple[str, int]]:
@@ -98,7 +100,7 @@ def test_core_has_no_module_level_import_of_jupyter_or_faces():
         for target, line in _imports(path, name, module_level_only=True):
             top = target.split(".")[0]
             face = target.split(".")[1] if target.startswith("womm_jupyter.") else ""
-            if top in JUPYTER or face in FACES or face.startswith("cli"):
+            if top in JUPYTER or face in FACES:
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert not offenders, "\n".join(offenders)
 
@@ -114,3 +116,81 @@ def test_magics_and_widgets_do_not_import_each_other():
             if target.startswith(f"womm_jupyter.{other}"):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_faces_are_folders():
+    folders = {path.name for path in PACKAGE.iterdir() if path.is_dir()}
+    assert set(FACES) <= folders
+    assert not [path.name for path in PACKAGE.glob("cli*.py")]  # no face outside its folder
+
+
+def _module_edges() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports at module level: ``from .x import y`` names
+    module ``x.y`` when that is a module, else ``x`` (a package's ``__init__`` counts as the
+    package). Imports inside functions are left out: they run at call time."""
+    modules = dict(_modules())
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        nodes = [n for top in tree.body
+                 if not isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                 for n in ast.walk(top)]
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    source = ".".join([*base, node.module] if node.module else base)
+                else:
+                    source = node.module or ""
+                targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules
+                           else source for alias in node.names]
+            else:
+                continue
+            edges[name] |= {target for target in targets if target in modules and target != name}
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(edges[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_at_module_level():
+    edges = _module_edges()
+    assert "womm_jupyter.run.coordinator" in edges["womm_jupyter.run.handle"]  # edges found
+    assert _cycles(edges) == []

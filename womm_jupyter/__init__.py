@@ -1,11 +1,14 @@
 """womm_jupyter: fan shell jobs out to many cores, from a notebook or a terminal.
 
-The public API is small: :func:`parallel` starts a run and returns a :class:`Run` at once;
-:func:`status` and :func:`finish` manage tasks; every error users see is a :class:`WommError`.
+The public API is small: :func:`parallel` starts a run and returns a :class:`Run` at once
+(:class:`Experiment` is the handle of ``%%womm_experiment``); :func:`status` and
+:func:`finish` manage tasks; every error users see is a :class:`WommError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from .errors import (
     WommError,
     WorkersLostError,
 )
+from .kuboid.experiment import Experiment
 from .options import ParallelOptions, resolve
 from .run.coordinator import Dispatch, Event, Progress
 from .run.handle import Run
@@ -31,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "Event",
+    "Experiment",
     "ImageError",
     "JobRecord",
     "MissingToolError",
@@ -78,6 +83,20 @@ def parallel(command: str, inputs: Iterable[str] | None = None, *,
     dispatch = Dispatch(resolved, argv, cwd=project, emit=lambda e: None,
                         inputs=items, capture=True)
     return Run(dispatch)
+
+
+def _parallel_signature() -> inspect.Signature:
+    """``parallel``'s signature with each womm option as a keyword (``kube_pods=``...), so
+    notebooks complete them (ipyparallel's ``_traitlet_signature``). ``None`` means not given:
+    the environment, the project config or the built-in default decides."""
+    named = list(inspect.signature(parallel).parameters.values())[:-1]  # all but **options
+    options = [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=f"{field.type} | None")
+               for field in dataclasses.fields(ParallelOptions)]
+    return inspect.Signature([*named, *options], return_annotation="Run")
+
+
+parallel.__signature__ = _parallel_signature()  # type: ignore[attr-defined]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._paths import state_root, task_dir
+from .events import TaskStatus
 
 __all__ = ["HEARTBEAT_SECONDS", "coordinator_alive", "local_tasks", "read_task", "remove",
            "task_dir", "task_info", "touch_heartbeat", "write_task"]
@@ -67,7 +68,7 @@ def task_info(meta: dict[str, Any], *, ready: int, desired: int) -> Any:
     alive = coordinator_alive(meta["task_id"], meta.get("pid"), meta.get("host"))
     return TaskInfo(task_id=meta["task_id"], backend=meta.get("backend", "?"),
                     created=float(meta.get("created", 0)),
-                    status="RUNNING" if alive else "ORPHANED",
+                    status=TaskStatus.RUNNING if alive else TaskStatus.ORPHANED,
                     cpu=str(meta.get("cpu", "")), mem=str(meta.get("mem", "")),
                     ready=ready, desired=desired, cwd=meta.get("cwd", ""),
                     command=meta.get("command", ""), owner=meta.get("owner", ""))

@@ -16,7 +16,7 @@ from womm_jupyter.naming import owner
 
 pytestmark = pytest.mark.cluster
 
-WOMM = f"{shlex.quote(sys.executable)} -m womm_jupyter.cli"
+WOMM = f"{shlex.quote(sys.executable)} -m womm_jupyter"
 
 
 def _env(cluster) -> dict[str, str]:

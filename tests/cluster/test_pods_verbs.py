@@ -22,7 +22,7 @@ from womm_jupyter.naming import owner
 
 pytestmark = pytest.mark.cluster
 
-WOMM = f"{shlex.quote(sys.executable)} -m womm_jupyter.cli"
+WOMM = f"{shlex.quote(sys.executable)} -m womm_jupyter"
 
 
 def sh(cluster, command: str, cwd, kubeconfig: str | None = None,

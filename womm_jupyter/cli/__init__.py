@@ -4,18 +4,26 @@ the core's events; the core itself never prints."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .. import __version__
-from .. import commands as manage
+from .. import __version__, commands
+from ..cluster.doctor import check
+from ..cluster.fileserver import build_fsserver_image, default_image
+from ..cluster.leader_image import build_leader_image
 from ..errors import OptionError, WommError
+from ..events import HandleStatus
+from ..kube.manifests import leader_image_record, role_effects
+from ..kube.shared_volume import settings_record
 from ..options import (
     ClusterSetupOptions,
     DoctorOptions,
@@ -32,15 +40,12 @@ from ..run.coordinator import Dispatch
 from ..run.gnu import citation
 from ..run.handle import Run
 from . import kuboid as cli_kuboid
+from . import setup as cli_setup
+from . import shell as cli_shell
 
 __all__ = ["main"]
 
-_PARALLEL_EPILOG = """\
-Everything after `--` goes to GNU parallel unchanged: its options (-k, -0, --colsep, --tag,
---joblog, --results, --retries, --halt, --timeout, ...), the command with {} {.} {/} {#},
-and input sources (::: values, :::: files, or standard input). womm chooses where jobs run,
-so GNU parallel's -j, -S, --sshlogin and --ssh are refused.
-
+_PARALLEL_EPILOG = commands.DASHES_EPILOG + """
 examples:
   find -type f | womm parallel --kube-pods 3 -- wc -l {}
   womm parallel --kube-pods 10 --procs-per-pod 4 --kube-mem 2Gi -- -k gzip -9 {} ::: *.csv
@@ -68,23 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_PARALLEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(run, ParallelOptions)
     status = verbs.add_parser("status", help="list this machine's tasks", allow_abbrev=False,
-                              description="ID AGE STATUS CPU MEM HEALTH PWD COMMAND of each "
-                              "task. STATUS is RUNNING, COMPLETE (awaiting `womm finish`) or "
-                              "ORPHANED (its coordinator is gone: `womm finish ID`).")
+                              description=commands.DESCRIPTIONS["status"])
     add_arguments(status, StatusOptions)
     finish = verbs.add_parser("finish", help="delete everything of a task",
-                              allow_abbrev=False,
-                              description="Stop a task's coordinator if it still runs and "
-                                          "delete its workers and state.")
+                              allow_abbrev=False, description=commands.DESCRIPTIONS["finish"])
     add_arguments(finish, FinishOptions)
     shell = verbs.add_parser(
         "shell", help="a shell (or one command) in a worker of the project image",
         allow_abbrev=False, usage="womm shell [options] [-- command ...]",
-        description="Start one worker of the project image (a pod on Kubernetes, a container "
-                    "on Docker) with the working directory as cwd: with no command an "
-                    "interactive terminal (window size follows, Ctrl-C goes to the remote "
-                    "process), with a command its output and exit status. The worker is "
-                    "deleted when the shell ends.")
+        description=commands.DESCRIPTIONS["shell"])
     add_arguments(shell, ShellOptions)
     cluster = verbs.add_parser(
         "cluster-setup", aliases=["server-deployment"], allow_abbrev=False,
@@ -107,47 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "status 1 when something is missing.")
     add_arguments(doctor, DoctorOptions)
     logs = verbs.add_parser("logs", help="print an --async task's output", allow_abbrev=False,
-                            description="Print the output of an --async task's leader (GNU "
-                                        "parallel's stdout and stderr, womm's messages); with "
-                                        "-f, follow it until the run ends.")
+                            description=commands.DESCRIPTIONS["logs"])
     add_arguments(logs, LogsOptions)
     setup = verbs.add_parser(
         "setup", help="build the project's worker image in a local testbed shell",
-        allow_abbrev=False,
-        description="Choose how the project directory is shared, a base image and an image "
-                    "prefix; make your application work in a local testbed shell (a container "
-                    "of the base image with this directory at the same path and this machine "
-                    "at /mnt); the exported variables and everything installed become the "
-                    "image jobs run, pushed and recorded in .womm/config.json.")
+        allow_abbrev=False, description=commands.DESCRIPTIONS["setup"])
     add_arguments(setup, SetupOptions)
     cli_kuboid.add_parsers(verbs)
     return parser
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 def _status(options: StatusOptions) -> int:
-    rows = [["ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PWD", "COMMAND"]]
-    now = time.time()
-    for task in manage.status(options.all_owners, context=options.context,
-                              namespace=options.namespace):
-        rows.append([task.task_id, _age(now - task.created), task.status, task.cpu, task.mem,
-                     f"{task.ready}/{task.desired}", task.cwd, task.command])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        print("  ".join(cells) + "  " + row[-1])
+    found = commands.status(options.all_owners, context=options.context,
+                            namespace=options.namespace)
+    for line in commands.status_lines(found, time.time()):
+        print(line)
     return 0
 
 
 def _doctor(options: DoctorOptions) -> int:
-    from ..cluster.doctor import check
-
     found = check(context=options.context, namespace=options.namespace, image=options.image)
     marks = {True: "ok", False: "MISSING", None: "unknown"}
     for item in found:
@@ -164,13 +139,11 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
         raise OptionError(f"womm parallel: unrecognized arguments: {' '.join(extra)}; put GNU "
                           "parallel's options and command after `--`, e.g. "
                           "womm parallel --kube-pods 3 -- wc -l {}")
-    explicit = vars(build_parser().parse_args(["parallel", *womm_args]))
-    explicit.pop("verb")
+    explicit = _explicit(build_parser().parse_args(["parallel", *womm_args]))
     if explicit.get("citation"):
         return citation()
     if parallel_args is None:
-        raise OptionError("womm parallel: put GNU parallel's options and command after `--`, "
-                          "e.g. womm parallel --kube-pods 3 -- wc -l {}")
+        raise OptionError(commands.missing_dashes("womm parallel"))
     options = resolve(ParallelOptions, explicit)
     if options.async_:
         return _parallel_async(options, parallel_args)
@@ -184,12 +157,12 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
                                                                 signal.SIGHUP)}
     try:
         for event in run.events():
-            if event.kind in ("backend", "created", "deleted", "lost", "share"):
+            if event.kind in commands.TEXT_EVENTS:
                 print(event.text, file=sys.stderr, flush=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if run.status == "cancelled":
+    if run.status == HandleStatus.CANCELLED:
         print("womm: cancelled; the workers were deleted", file=sys.stderr)
         return 130
     run.result()
@@ -197,62 +170,44 @@ def _parallel(womm_args: list[str], parallel_args: list[str] | None) -> int:
 
 
 def _parallel_async(options: ParallelOptions, parallel_args: list[str]) -> int:
-    from ..run import gnu as gnu
-    from ..run.detached import submit
-
     data: bytes | None = None
-    if not any(word in gnu.INPUT_SEPARATORS for word in parallel_args):
+    if not commands.has_input_sources(parallel_args):
         if sys.stdin.isatty():
             raise OptionError("womm parallel --async: give the inputs after ::: or on standard "
                               "input (the client does not stay to read a terminal).")
         data = sys.stdin.buffer.read()
-    done = submit(options, parallel_args, cwd=Path.cwd(), stdin=data,
-                  report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
-    scope = f" --namespace {done.namespace}" if options.namespace else ""
-    print(f"womm: task {done.task_id} started in namespace {done.namespace} (leader image "
-          f"{done.leader_image}); it runs on without this terminal.\n"
-          f"  follow it:       womm logs {done.task_id}{scope} -f\n"
-          f"  see its state:   womm status{scope}\n"
-          f"  collect output:  womm finish {done.task_id}{scope}", file=sys.stderr)
+    done = commands.submit_async(
+        options, parallel_args, cwd=Path.cwd(), stdin=data,
+        report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
+    print(commands.async_started(done, face="cli", namespace_given=bool(options.namespace)),
+          file=sys.stderr)
     print(done.task_id)
     return 0
 
 
 def _cluster_setup(options: ClusterSetupOptions) -> int:
-    import yaml
-
-    from ..kube.manifests import leader_image_record, role_effects
+    import yaml  # (only this verb needs it)
 
     fsserver_image = options.fsserver_image
     if options.build and not fsserver_image:
-        from ..cluster.fileserver import build_fsserver_image
-
         fsserver_image = build_fsserver_image(options.prefix, progress=lambda text: print(
             text, file=sys.stderr, flush=True))
         print(f"womm: file server image {fsserver_image} pushed", file=sys.stderr)
     if not fsserver_image:
-        from ..cluster.fileserver import default_image
-
         fsserver_image = default_image(options.prefix)
-    docs = manage.cluster_setup(options.context, options.namespace,
-                                pod_security=options.pod_security,
-                                fsserver_image=fsserver_image,
-                                storage_class=options.storage_class,
-                                storage_size=options.storage_size)
+    docs = commands.cluster_setup(options.context, options.namespace,
+                                  pod_security=options.pod_security,
+                                  fsserver_image=fsserver_image,
+                                  storage_class=options.storage_class,
+                                  storage_size=options.storage_size)
     namespace = docs[0]["metadata"]["name"]  # the Namespace object comes first
     if options.build:
-        from ..cluster.leader_image import build_leader_image
-
         image = build_leader_image(options.prefix, progress=lambda text: print(
             text, file=sys.stderr, flush=True))
         print(f"womm: leader image {image} pushed; the ConfigMap below records it",
               file=sys.stderr)
         docs.append(leader_image_record(image, namespace))
     if options.shared_pvc:
-        import re
-
-        from ..kube.shared_volume import settings_record
-
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", options.shared_pvc):
             raise OptionError(f"--shared-pvc: {options.shared_pvc!r} is not a claim's name "
                               "(lower-case letters, digits, '-' and '.'): give the name of "
@@ -272,63 +227,74 @@ def _cluster_setup(options: ClusterSetupOptions) -> int:
 
 
 def _logs(options: LogsOptions) -> int:
-    from ..run.detached import logs
-
     out = sys.stdout.buffer
-    for chunk in logs(options.task_id, options.follow, context=options.context,
-                      namespace=options.namespace):
+
+    def write(chunk: bytes) -> None:
         out.write(chunk)
         out.flush()
+
+    commands.stream_logs(options.task_id, options.follow, write, context=options.context,
+                         namespace=options.namespace)
     return 0
 
 
+def _finish(options: FinishOptions) -> int:
+    deleted = commands.collect_and_finish(
+        options.task_id, Path.cwd(), context=options.context, namespace=options.namespace,
+        saved=lambda message: print(message, file=sys.stderr))
+    for name in deleted:
+        print(f"{name} deleted")
+    return 0
+
+
+def _explicit(parsed: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(parsed).items() if key != "verb"}
+
+
+def _run(args: list[str]) -> int:
+    """Run one `womm` command line; WommError propagates."""
+    if args and args[0] in cli_kuboid.VERBS:
+        return cli_kuboid.main(args, build_parser())
+    if args and args[0] in ("shell", "parallel"):
+        # The words after `--` are the command's, never womm's: parse only those before.
+        womm_args, rest = commands.split_at_dashes(args[1:])
+        if args[0] == "shell":
+            explicit = _explicit(build_parser().parse_args(["shell", *womm_args]))
+            return cli_shell.shell(resolve(ShellOptions, explicit), rest or None)
+        return _parallel(womm_args, rest)
+    parsed = build_parser().parse_args(args)
+    explicit = _explicit(parsed)
+    if parsed.verb == "status":
+        return _status(resolve(StatusOptions, explicit))
+    if parsed.verb in ("cluster-setup", "server-deployment"):
+        return _cluster_setup(resolve(ClusterSetupOptions, explicit))
+    if parsed.verb == "doctor":
+        return _doctor(resolve(DoctorOptions, explicit))
+    if parsed.verb == "logs":
+        return _logs(resolve(LogsOptions, explicit))
+    if parsed.verb == "setup":
+        return cli_setup.setup(resolve(SetupOptions, explicit, config={}))
+    if parsed.verb == "finish":
+        return _finish(resolve(FinishOptions, explicit))
+    build_parser().print_help()
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `womm`; return its exit status (2 for usage errors)."""
+    """Run `womm`; return its exit status.
+
+    Every :class:`~womm_jupyter.WommError`, whichever verb raised it, ends as one
+    ``womm: error: ...`` message on standard error (its details after a blank line) and the
+    error's exit status: 1 for runtime failures, 2 for usage errors. No stack trace, unless
+    ``WOMM_DEBUG=1``. Anything else is a bug and keeps its traceback.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] in cli_kuboid.VERBS:
-            return cli_kuboid.main(args)
-        if args and args[0] == "shell":
-            cut = args.index("--") if "--" in args else len(args)
-            explicit = vars(build_parser().parse_args(args[:cut]))
-            explicit.pop("verb")
-            from .shell import shell
-
-            return shell(resolve(ShellOptions, explicit), args[cut + 1:] or None)
-        if args and args[0] == "parallel":
-            split = args.index("--") if "--" in args else None
-            womm_args = args[1:split] if split is not None else args[1:]
-            return _parallel(womm_args, args[split + 1:] if split is not None else None)
-        parsed = build_parser().parse_args(args)
-        explicit = {k: v for k, v in vars(parsed).items() if k != "verb"}
-        if parsed.verb == "status":
-            return _status(resolve(StatusOptions, explicit))
-        if parsed.verb in ("cluster-setup", "server-deployment"):
-            return _cluster_setup(resolve(ClusterSetupOptions, explicit))
-        if parsed.verb == "doctor":
-            return _doctor(resolve(DoctorOptions, explicit))
-        if parsed.verb == "logs":
-            return _logs(resolve(LogsOptions, explicit))
-        if parsed.verb == "setup":
-            from .setup import setup
-
-            return setup(resolve(SetupOptions, explicit, config={}))
-        if parsed.verb == "finish":
-            done = resolve(FinishOptions, explicit)
-            saved = manage.collect(done.task_id, Path.cwd(), context=done.context,
-                                   namespace=done.namespace)
-            if saved:
-                print(f"womm: task {done.task_id}: records and output saved in {saved}",
-                      file=sys.stderr)
-            for name in manage.finish(done.task_id, context=done.context,
-                                      namespace=done.namespace):
-                print(f"{name} deleted")
-            return 0
-        build_parser().print_help()
-        return 2
+        return _run(args)
     except WommError as exc:
+        if os.environ.get("WOMM_DEBUG") == "1":
+            traceback.print_exc()
         print(f"womm: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
-

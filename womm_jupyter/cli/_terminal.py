@@ -11,16 +11,63 @@ import sys
 import termios
 import tty
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+__all__ = ["RemoteTerminal", "SocketTerminal", "join", "join_socket"]
 
 
-def join(sock: socket.socket, resize: Callable[[int, int], None]) -> None:
-    """Relay bytes between this terminal (in raw mode) and ``sock`` until either side ends.
+class RemoteTerminal(Protocol):
+    """The remote side of :func:`join` (e.g. ``kuboid.pods.PodTerminal``)."""
+
+    closed: bool  # the remote end has gone
+
+    def fileno(self) -> int:
+        """What ``select`` waits on for the remote's output."""
+
+    def ready(self) -> bool:
+        """Whether output was already received that ``select`` cannot see."""
+
+    def read(self) -> bytes:
+        """The output received so far (may be b"" while not :attr:`closed`)."""
+
+    def write(self, data: bytes) -> None:
+        """Send typed bytes."""
+
+
+class SocketTerminal:
+    """A socket joined to a remote terminal (a container's attach socket, a Kubernetes
+    shell's), as a :class:`RemoteTerminal`; its end is the socket's end."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def ready(self) -> bool:
+        # Replayed output the socket object already holds (shell.docker's _TerminalSocket).
+        return bool(getattr(self._sock, "pending", 0))
+
+    def read(self) -> bytes:
+        data = self._sock.recv(65536)
+        self.closed = not data
+        return data
+
+    def write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+
+def join(remote: RemoteTerminal, resize: Callable[[int, int], None], *,
+         fd_in: int | None = None, fd_out: int | None = None) -> None:
+    """Relay bytes between this terminal (in raw mode) and ``remote`` until either side ends.
 
     Raw mode sends Ctrl-C and friends to the remote terminal as bytes; a window change here
-    becomes ``resize(rows, columns)`` there. Closes ``sock``.
+    becomes ``resize(rows, columns)`` there. ``fd_in``/``fd_out``: the local terminal
+    (default: standard input and output).
     """
-    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
+    fd_in = sys.stdin.fileno() if fd_in is None else fd_in
+    fd_out = sys.stdout.fileno() if fd_out is None else fd_out
 
     def on_window_change(*_: Any) -> None:
         with contextlib.suppress(OSError):
@@ -32,24 +79,26 @@ def join(sock: socket.socket, resize: Callable[[int, int], None]) -> None:
     saved = termios.tcgetattr(fd_in)
     tty.setraw(fd_in)
     try:
-        while getattr(sock, "pending", 0):  # replayed output the socket object already holds
-            os.write(fd_out, sock.recv(65536))
-        while True:
-            try:
-                ready, _, _ = select.select([fd_in, sock], [], [])
-            except InterruptedError:
-                continue
-            if sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                os.write(fd_out, data)
+        while not remote.closed:
+            far = remote.fileno()
+            ready = [far] if remote.ready() else select.select([fd_in, far], [], [])[0]
+            if far in ready:
+                data = remote.read()
+                while data:
+                    data = data[os.write(fd_out, data):]
             if fd_in in ready:
                 typed = os.read(fd_in, 65536)
                 if not typed:
                     break
-                sock.sendall(typed)
+                remote.write(typed)
     finally:
         termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
+
+
+def join_socket(sock: Any, resize: Callable[[int, int], None]) -> None:
+    """:func:`join` this terminal to the remote terminal behind ``sock``; closes ``sock``."""
+    try:
+        join(SocketTerminal(sock), resize)
+    finally:
         sock.close()

@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import commands
+from ..cluster.admin import member_kubeconfig, node_usage, write_kubeconfig
 from ..errors import OptionError
+from ..events import EventKind, HandleStatus
+from ..kuboid.experiment import Experiment
+from ..kuboid.pods import PodFilter, Pods
+from ..naming import kube_safe_name
 from ..options import (
     AdminKubeconfigOptions,
     AdminNodesOptions,
@@ -32,6 +38,7 @@ from ..options import (
     add_arguments,
     resolve,
 )
+from .podshell import pod_shell
 
 __all__ = ["VERBS", "add_parsers", "main"]
 
@@ -160,8 +167,6 @@ def _explicit(parsed: argparse.Namespace) -> dict[str, Any]:
 
 # -- verbs -----------------------------------------------------------------------------------
 def _experiment(options: ExperimentOptions) -> int:
-    from ..kuboid.experiment import Experiment
-
     # Standard input holds tasks when it is a pipe, a file or a terminal (end with Ctrl-D);
     # /dev/null or a closed input is no task list.
     reads_stdin = not options.task_file and sys.stdin is not None and (
@@ -180,7 +185,7 @@ def _experiment(options: ExperimentOptions) -> int:
     drawn = False
     try:
         for event in experiment.events():
-            if event.kind == "progress" and tty:
+            if event.kind == EventKind.PROGRESS and tty:
                 sys.stderr.write(f"\r\033[Kwomm: {event.text}")
                 drawn = True
             else:
@@ -194,27 +199,15 @@ def _experiment(options: ExperimentOptions) -> int:
             signal.signal(sig, handler)
         if drawn:
             sys.stderr.write("\n")
-    if experiment.status == "cancelled":
-        print(f"womm: experiment {experiment.id} cancelled; its pods were deleted, saved logs "
-              f"stay in {experiment.log_dir}", file=sys.stderr)
+    if experiment.status == HandleStatus.CANCELLED:
+        print(commands.experiment_cancelled(experiment), file=sys.stderr)
         return 130
-    tasks = experiment.result()
-    failed = [task for task in tasks if task.status == "failed"]
-    done = sum(task.status == "done" for task in tasks)
-    skipped = sum(task.skipped for task in tasks)
-    print(f"womm: experiment {experiment.id}: {done} of {len(tasks)} tasks done"
-          + (f" ({skipped} already had logs)" if skipped else "")
-          + f", {len(failed)} failed; logs in {experiment.log_dir}", file=sys.stderr)
-    for task in failed:
-        kind = "OOM-killed" if task.oom_killed else "failed"
-        print(f"womm: {kind}: line {task.index}: {task.command}  "
-              f"(see {experiment.log_dir / (task.key + '.failed')})", file=sys.stderr)
-    return 1 if failed else 0
+    for line in commands.experiment_summary(experiment):
+        print(line, file=sys.stderr)
+    return 1 if any(task.status == "failed" for task in experiment.result()) else 0
 
 
 def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
-    from ..kuboid.pods import PodFilter, Pods
-
     states = frozenset(state for state in ("completed", "errored", "oom", "running", "pending")
                        if getattr(options, state))
     keep = PodFilter(states, options.regex)
@@ -232,8 +225,6 @@ def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
                               f"expression ({exc})") from None
     names: list[str] | None = list(options.names) or _stdin_names()
     if verb == "shell":
-        from .podshell import pod_shell
-
         return pod_shell(options, names, command)
     if verb == "exec" and not names:
         raise OptionError("womm pods exec: name the pods (or pipe their names in), then the "
@@ -286,8 +277,6 @@ def _pods(verb: str, options: Any, command: Sequence[str]) -> int:
 
 
 def _kubesanitize(options: KubesanitizeOptions) -> int:
-    from ..naming import kube_safe_name
-
     texts = list(options.texts)
     if not texts:
         if not _piped(sys.stdin):
@@ -302,8 +291,6 @@ def _kubesanitize(options: KubesanitizeOptions) -> int:
 def _admin_kubeconfig(options: AdminKubeconfigOptions) -> int:
     import yaml
 
-    from ..cluster.admin import member_kubeconfig, write_kubeconfig
-
     config = member_kubeconfig(options.namespace, options.user, options.days, options.context)
     if options.output:
         write_kubeconfig(config, Path(options.output))
@@ -316,8 +303,6 @@ def _admin_kubeconfig(options: AdminKubeconfigOptions) -> int:
 
 
 def _admin_nodes(options: AdminNodesOptions) -> int:
-    from ..cluster.admin import node_usage
-
     if options.idle and options.used:
         raise OptionError("womm admin nodes: choose --idle or --used, not both")
     rows = [["NAME", "READY", "CPU-REQUESTED", "CPU-ALLOCATABLE", "MEM-REQUESTED",
@@ -336,16 +321,15 @@ def _admin_nodes(options: AdminNodesOptions) -> int:
     return 0
 
 
-def main(args: Sequence[str]) -> int:
-    """Run a kuboid verb (``args`` starts with one of :data:`VERBS`); WommError propagates."""
-    from . import build_parser
-
+def main(args: Sequence[str], parser: argparse.ArgumentParser) -> int:
+    """Run a kuboid verb (``args`` starts with one of :data:`VERBS`) parsed by `womm`'s
+    ``parser``; WommError propagates."""
     args = list(args)
     command: list[str] = []
-    if args[:2] in (["pods", "exec"], ["pods", "shell"]) and "--" in args:
-        split = args.index("--")
-        args, command = args[:split], args[split + 1:]
-    parsed = build_parser().parse_args(args)
+    if args[:2] in (["pods", "exec"], ["pods", "shell"]):
+        args, rest = commands.split_at_dashes(args)
+        command = rest or []
+    parsed = parser.parse_args(args)
     explicit = _explicit(parsed)
     if parsed.verb == "experiment":
         if parsed.experiment_verb != "run":

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
-import signal
 import sys
-import termios
-import tty
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import OptionError
 from ..kuboid.pods import INTERACTIVE_SHELL, Pods, PodTerminal
 from ..options import PodShellOptions
+from . import _terminal
 
 __all__ = ["pod_shell"]
 
@@ -39,7 +36,7 @@ def pod_shell(options: PodShellOptions, names: list[str] | None, command: Sequen
                 task=options.task)
     # What is wrong with the pod comes first, then whether there is a terminal.
     container = pods.running_container(names[0], options.container)
-    with _terminal() as fd:
+    with _local_terminal() as fd:
         terminal = pods.terminal(names[0], command or INTERACTIVE_SHELL, container)
         try:
             return _join(terminal, fd)
@@ -48,7 +45,7 @@ def pod_shell(options: PodShellOptions, names: list[str] | None, command: Sequen
 
 
 @contextlib.contextmanager
-def _terminal() -> Any:
+def _local_terminal() -> Any:
     """The local terminal's file descriptor: standard input, else /dev/tty."""
     if sys.stdin is not None and sys.stdin.isatty():
         yield sys.stdin.fileno()
@@ -65,31 +62,7 @@ def _terminal() -> Any:
 
 
 def _join(terminal: PodTerminal, fd: int) -> int:
-    """Copy bytes between the local terminal ``fd`` (in raw mode) and the pod's terminal."""
+    """Join the local terminal ``fd`` to the pod's terminal; the remote command's status."""
     out = sys.stdout.fileno() if fd == sys.stdin.fileno() and sys.stdout.isatty() else fd
-
-    def resize(*_: Any) -> None:
-        size = os.get_terminal_size(fd)
-        terminal.resize(size.lines, size.columns)
-
-    resize()
-    previous = signal.signal(signal.SIGWINCH, resize)
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)  # Ctrl-C and friends go to the remote terminal as bytes
-    try:
-        while not terminal.closed:
-            remote = terminal.fileno()
-            ready = [remote] if terminal.ready() else select.select([fd, remote], [], [])[0]
-            if remote in ready:
-                data = terminal.read()
-                while data:
-                    data = data[os.write(out, data):]
-            if fd in ready:
-                typed = os.read(fd, 65536)
-                if not typed:
-                    break
-                terminal.write(typed)
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, previous)
+    _terminal.join(terminal, terminal.resize, fd_in=fd, fd_out=out)
     return terminal.returncode

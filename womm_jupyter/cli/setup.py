@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from ..backends.docker import connect
 from ..errors import OptionError, SetupError
-from ..naming import new_task_id
 from ..options import SetupOptions
 from ..setup import plan as setup_plan
 from ..setup.testbed import PushProgress, Round, SetupSession, Testbed, dependencies
@@ -24,7 +24,6 @@ from . import _terminal
 
 __all__ = ["setup", "show"]
 
-DEFAULT_BASE = "ubuntu:22.04"
 _SHARE_MENU = """\
 How do you want to share {cwd} to your cloud?
 1) lazily
@@ -65,40 +64,22 @@ def _ask(default: str, choices: tuple[str, ...] = ()) -> str:
             _say(f"Please answer {' or '.join(choices)}.")
 
 
+def _ask_base() -> str:
+    _say("What is the docker hub name for the base image for your operating system?")
+    return _ask(setup_plan.DEFAULT_BASE)
+
+
 def _yes_no(question: str, default: str) -> bool:
     _say(f"{question} y/n")
     return _ask(default, ("y", "n")) == "y"
 
 
-def _show_env(values: dict[str, str]) -> str:
-    return "\n".join(f"  {name}={value!r}" for name, value in values.items())
-
-
 def show(cwd: Path) -> int:
     """``womm setup --show``: the project's configuration and the user's prefix."""
-    found = config.load_project(cwd)
-    prefix = config.load_user().get("prefix", "")
-    if found is None:
-        _say(f"No womm setup in {cwd} or above: run `womm setup` there.")
-        if prefix:
-            _say(f"image prefix (yours): {prefix}")
-        return 1
-    directory, project = found
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(project.updated))
-    _say(f"project:     {directory}  ({directory / config.PROJECT_FILE})")
-    _say(f"image:       {project.image}")
-    _say(f"pushed as:   {project.tag}")
-    _say(f"base image:  {project.base}")
-    _say(f"share:       {project.share}")
-    _say(f"updated:     {when}")
-    if prefix:
-        _say(f"prefix:      {prefix}  ({config.user_config_path()})")
-    if project.environment:
-        _say("environment:")
-        _say(_show_env(project.environment))
-    else:
-        _say("environment: (none captured)")
-    return 0
+    lines, status = setup_plan.describe(cwd)
+    for line in lines:
+        _say(line)
+    return status
 
 
 @contextlib.contextmanager
@@ -123,7 +104,7 @@ def _interact(testbed: Testbed) -> None:
     """
     sock = testbed.attach_socket()
     testbed.start()
-    _terminal.join(sock, testbed.resize)
+    _terminal.join_socket(sock, testbed.resize)
     if testbed.running():  # detached (ctrl-p ctrl-q): the shell still runs; end it
         testbed.container.kill()
 
@@ -204,8 +185,6 @@ def setup(options: SetupOptions, cwd: Path | None = None) -> int:
 
 
 def _setup(options: SetupOptions, cwd: Path) -> int:
-    from ..backends.docker import connect
-
     if not options.script and not sys.stdin.isatty():
         raise OptionError("womm setup: the testbed shell needs a terminal; run it in one, or "
                           "pass --script FILE to run a setup script instead")
@@ -213,7 +192,6 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         raise OptionError(f"--script {options.script}: no such file")
     found = config.load_project(cwd)
     project_dir, previous = found if found else (cwd, None)
-    user = config.load_user()
 
     # -- share method ------------------------------------------------------------------------
     share = setup_plan.share_name(options.share) if options.share else ""
@@ -232,50 +210,35 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             raise _Quit("Never mind: nothing was changed.", 0)
         share = setup_plan.share_name(answer)
 
-    # -- start image --------------------------------------------------------------------------
+    # -- start image: the project's (no base given), or a base, which starts afresh ------------
     base = options.base
-    from_scratch = True
     if not base and previous is not None:
         if options.yes or not _yes_no("Do you want to change your base image?", "n"):
-            from_scratch = False
-            start_image, base = previous.image, previous.base
             _say(f"Starting from the project's image {previous.image}")
-    if from_scratch:
-        if not base and options.yes:
-            base = DEFAULT_BASE
-        elif not base:
-            _say("What is the docker hub name for the base image for your operating system?")
-            base = _ask(DEFAULT_BASE)
-        start_image = base
+        else:
+            base = _ask_base()
+    elif not base:
+        base = setup_plan.DEFAULT_BASE if options.yes else _ask_base()
 
-    # -- image name ---------------------------------------------------------------------------
+    # -- image name: a new image needs the prefix it is pushed under --------------------------
     prefix = options.prefix
-    if from_scratch or previous is None:
-        project_id = new_task_id()
-        if not prefix:
-            remembered = str(user.get("prefix", ""))
-            if options.yes and not remembered:
-                raise OptionError("--prefix is required with --yes on a first setup, e.g. "
-                                  "--prefix registry.example.org/me/")
-            if options.yes:
-                prefix = remembered
-            else:
-                _say(_PREFIX_QUESTION)
-                prefix = _ask(remembered)
-        repository = setup_plan.repository(prefix, project_id)
-    else:
-        assert previous is not None
-        project_id = previous.project_id
-        repository = (setup_plan.repository(prefix, project_id) if prefix
-                      else previous.image.split("@", 1)[0])
+    if base and not prefix:
+        remembered = str(config.load_user().get("prefix", ""))
+        if options.yes and not remembered:
+            raise OptionError("--prefix is required with --yes on a first setup, e.g. "
+                              "--prefix registry.example.org/me/")
+        if not options.yes:
+            _say(_PREFIX_QUESTION)
+            prefix = _ask(remembered)
+    plan = setup_plan.plan_setup(cwd, share=share, base=base, prefix=prefix)
 
     # -- testbed rounds -----------------------------------------------------------------------
     client = connect()
-    _say(f"Preparing the testbed from {start_image}...")
-    session = SetupSession(client, cwd, start_image, project_id=project_id, share=share,
-                           host_rw=options.host_rw)
+    _say(f"Preparing the testbed from {plan.start_image}...")
+    session = SetupSession(client, cwd, plan.start_image, project_id=plan.project_id,
+                           share=plan.share, host_rw=options.host_rw)
     try:
-        needs = ", ".join(dep.name for dep in dependencies(share))
+        needs = ", ".join(dep.name for dep in dependencies(plan.share))
         while True:
             _say("This is a *local* shell where any dependencies you install will be saved.")
             _say("The goal is that if your application works here, it will work on the cloud "
@@ -308,7 +271,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
             _say(f"Note: {problem}")
         if capture.environment:
             _say("These exported variables will be in the run-time environment:")
-            _say(_show_env(capture.environment))
+            _say(setup_plan.environment_lines(capture.environment))
         else:
             _say("No exported variables were captured.")
         environment = {**capture.environment, **_decide_secrets(round_, options)}
@@ -325,23 +288,16 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
 
         # -- commit, push, record -------------------------------------------------------------
         tag = time.strftime("%Y%m%d-%H%M%S")
-        _say(f"The push refers to repository [{repository}]")
+        _say(f"The push refers to repository [{plan.repository}]")
         display = _PushDisplay()
         try:
-            published = session.publish(repository, tag, environment, display)
+            published = session.publish(plan.repository, tag, environment, display)
         finally:
             display.close()
         _say(f"{published.tagged}: digest: {published.digest}")
-        kept = dict(previous.environment) if previous is not None and not from_scratch else {}
-        record = config.ProjectConfig(
-            project_id=project_id, image=published.reference, tag=published.tagged,
-            base=base, share=share, environment={**kept, **environment},
-            updated=time.time())
-        path = config.save_project(project_dir, record)
-        if prefix and prefix != user.get("prefix"):
-            config.save_user(prefix=prefix)
+        path = setup_plan.record(plan, published, environment)
         _say(f"Saved in {path}: jobs now run {published.reference}")
-        if share == "lazy":
+        if plan.share == "lazy":
             _say("On Kubernetes a lazy share mounts this directory in each worker pod with "
                  "sshfs: run `womm parallel --privileged-fuse ...` to allow that (the worker "
                  "pods then run privileged; see README). Docker and local runs need nothing.")

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import OptionError
 from ..options import ShellOptions
-from ..shell.docker import start_shell
+from ..shell.docker import ShellSession, start_shell
+from ..shell.kubernetes import KubernetesShell
 from . import _terminal
 
 __all__ = ["shell"]
@@ -45,6 +46,6 @@ def shell(options: ShellOptions, command: list[str] | None) -> int:
             signal.signal(sig, handler)
 
 
-def _interactive(session: Any) -> int:
-    _terminal.join(session.attach_socket(), session.resize)
+def _interactive(session: ShellSession | KubernetesShell) -> int:
+    _terminal.join_socket(session.attach_socket(), session.resize)
     return int(session.wait(timeout=30))

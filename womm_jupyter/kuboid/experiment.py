@@ -43,12 +43,13 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from ..errors import ImageError, OptionError, WommError
+from ..events import EventStream, HandleStatus
 from ..kube import manifests
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
@@ -125,7 +126,7 @@ class TaskOutcome:
 _FINISHED = ExperimentEvent("finished")
 
 
-class Experiment:
+class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     """A running experiment: pods for task lines, until every task is done or failed.
 
     Starts at once on a background thread. ``events()`` yields what happens; ``cancel()``
@@ -149,6 +150,7 @@ class Experiment:
 
         from ..backends.kubernetes import load_config
 
+        super().__init__(_FINISHED)
         if not options.task_file and lines is None:
             raise OptionError("womm experiment run: give the tasks with -f TASKFILE or on "
                               "standard input, one shell command line per line")
@@ -169,8 +171,7 @@ class Experiment:
         self.namespace = options.namespace or default_namespace
         self.core = client.CoreV1Api(api)
         self.tasks: dict[int, TaskOutcome] = {}
-        self.status = "running"  # running | done (all tasks done) | failed | cancelled
-        self.error: BaseException | None = None
+        # status: running | done (all tasks done) | failed | cancelled (HandleStatus)
         self.progress = Progress()
         self._lines = lines
         self._source = source
@@ -179,11 +180,8 @@ class Experiment:
         self._file_lines = 0
         self._file_partial = b""
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._events: queue.Queue[ExperimentEvent] = queue.Queue()
         self._stop = threading.Event()
-        self._done = threading.Event()
         self._waiting_reported: set[str] = set()
-        self._listeners: list[Callable[[ExperimentEvent], None]] = []
         self._root_uid = ""
         self._shared_claim = ""  # the namespace's /shared (read once the experiment starts)
         self.finished_elsewhere = False  # `womm finish ID` deleted it while it ran
@@ -191,20 +189,7 @@ class Experiment:
                                         name=f"womm-experiment-{self.id}")
         self._thread.start()
 
-    # -- faces ------------------------------------------------------------------------------
-    def events(self) -> Iterator[ExperimentEvent]:
-        """Every event until the experiment ends. Meant for one consumer."""
-        while True:
-            event = self._events.get()
-            if event is _FINISHED:
-                return
-            yield event
-
-    def add_listener(self, listener: Callable[[ExperimentEvent], None]) -> None:
-        """Call ``listener(event)`` on the experiment's thread for each event from now on
-        (and ``ExperimentEvent("finished")`` at the end). Widgets use it; it must be quick."""
-        self._listeners.append(listener)
-
+    # -- faces (events, add_listener, done, wait: EventStream) --------------------------------
     def snapshot(self) -> list[TaskOutcome]:
         """Copies of the tasks as they are now, in line order (safe from any thread)."""
         while True:
@@ -214,10 +199,6 @@ class Experiment:
                         for _, task in items]
             except RuntimeError:  # the dict changed size while it was read: read again
                 continue
-
-    def done(self) -> bool:
-        """Whether the experiment has ended (and cleaned up)."""
-        return self._done.is_set()
 
     @property
     def df(self) -> Any:
@@ -262,15 +243,11 @@ class Experiment:
         self._stop.set()
         self._inbox.put(("wake",))
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the experiment ends (or ``timeout`` seconds); True when it ended."""
-        return self._done.wait(timeout)
-
     def result(self) -> list[TaskOutcome]:
         """Wait; return every task in line order, or raise what stopped the experiment."""
-        self.wait()
-        if self.error is not None:
-            raise self.error
+        return super().result()
+
+    def _outcome(self) -> list[TaskOutcome]:
         return [self.tasks[index] for index in sorted(self.tasks)]
 
     @property
@@ -280,9 +257,7 @@ class Experiment:
 
     # -- the experiment's thread ------------------------------------------------------------
     def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
-        event = ExperimentEvent(kind, text, data)
-        self._events.put(event)
-        self._notify(event)
+        self._publish(ExperimentEvent(kind, text, data))
 
     def _notify(self, event: ExperimentEvent) -> None:
         for listener in list(self._listeners):
@@ -295,19 +270,17 @@ class Experiment:
         try:
             self._run()
             failed = any(task.status == "failed" for task in self.tasks.values())
-            self.status = "cancelled" if self._stop.is_set() else (
-                "failed" if failed else "done")
+            self.status = HandleStatus.CANCELLED if self._stop.is_set() else (
+                HandleStatus.FAILED if failed else HandleStatus.DONE)
         except BaseException as exc:  # kept for result(); the face decides how to show it
             self.error = exc
-            self.status = "failed"
+            self.status = HandleStatus.FAILED
         finally:
             try:
                 self._cleanup()
             except WommError as exc:
                 self.error = self.error or exc
-            self._done.set()
-            self._events.put(_FINISHED)
-            self._notify(_FINISHED)
+            self._end()
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException

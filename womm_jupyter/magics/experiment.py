@@ -22,10 +22,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
+from .. import commands
 from ..errors import OptionError
+from ..events import EventKind
 from ..kuboid.experiment import Experiment, ExperimentEvent
 from ..options import ExperimentOptions, add_arguments, resolve
-from .parsing import HelpShown, MagicParser, split_line
+from .parsing import HelpShown, MagicParser, usage_error, words
 
 __all__ = ["ExperimentMagics", "build_parser"]
 
@@ -46,7 +48,7 @@ _EXAMPLES = """
 """
 # Shown on stderr in every case; with the live table, per-task completions and pod deletions
 # are left to the table (and to the summary at the end).
-_QUIET_WITH_TABLE = ("completed", "deleted")
+_QUIET_WITH_TABLE = (EventKind.COMPLETED, EventKind.DELETED)
 _TEXT_INTERVAL = 5.0  # seconds between two plain progress lines
 
 
@@ -104,11 +106,8 @@ class ExperimentMagics(Magics):
     @no_var_expand  # type: ignore[untyped-decorator]  # (IPython is untyped)
     @line_cell_magic  # type: ignore[untyped-decorator]
     def womm_experiment(self, line: str, cell: str | None = None) -> Experiment | None:
-        words, rest = split_line(line)
-        if rest is not None:
-            words = [*words, "--", *rest]  # `--` means nothing here: let argparse say so
-        try:
-            explicit = vars(build_parser().parse_args(words))
+        try:  # `--` means nothing here: argparse says so
+            explicit = vars(build_parser().parse_args(words(line)))
         except HelpShown:
             return None
         name = explicit.pop("output", None)
@@ -117,7 +116,7 @@ class ExperimentMagics(Magics):
         try:
             options = resolve(ExperimentOptions, explicit)
         except OptionError as exc:
-            raise UsageError(f"%%womm_experiment: {str(exc).splitlines()[0]}") from None
+            raise usage_error("%%womm_experiment", exc) from None
         lines = (cell or "").splitlines()
         has_tasks = any(text.strip() and not text.strip().startswith("#") for text in lines)
         if options.task_file and has_tasks:
@@ -130,7 +129,7 @@ class ExperimentMagics(Magics):
             experiment = Experiment(options, None if options.task_file else lines,
                                     source="the cell")
         except OptionError as exc:
-            raise UsageError(f"%%womm_experiment: {str(exc).splitlines()[0]}") from None
+            raise usage_error("%%womm_experiment", exc) from None
         if name is not None:
             self._user_ns()[name] = experiment  # before draining: kept even if interrupted
         table = self._widgets_render()
@@ -139,7 +138,7 @@ class ExperimentMagics(Magics):
         progress = _TextProgress()
         try:
             for event in experiment.events():
-                if event.kind == "progress":
+                if event.kind == EventKind.PROGRESS:
                     if not table:
                         progress.update(event.text)
                 elif not (table and event.kind in _QUIET_WITH_TABLE):
@@ -153,8 +152,7 @@ class ExperimentMagics(Magics):
                     break
                 except KeyboardInterrupt:
                     continue
-            print(f"womm: experiment {experiment.id} cancelled; its pods were deleted, saved "
-                  f"logs stay in {experiment.log_dir}", file=sys.stderr, flush=True)
+            print(commands.experiment_cancelled(experiment), file=sys.stderr, flush=True)
             raise
         finally:
             if not table:
@@ -163,19 +161,8 @@ class ExperimentMagics(Magics):
             print(f"womm: experiment {experiment.id} was finished from elsewhere (womm finish)",
                   file=sys.stderr, flush=True)
             return experiment
-        tasks = experiment.result()  # a WommError shows as its message, no stack trace
-        failed = [task for task in tasks if task.status == "failed"]
-        done = sum(task.status == "done" for task in tasks)
-        skipped = sum(task.skipped for task in tasks)
-        print(f"womm: experiment {experiment.id}: {done} of {len(tasks)} tasks done"
-              + (f" ({skipped} already had logs)" if skipped else "")
-              + f", {len(failed)} failed; logs in {experiment.log_dir}", file=sys.stderr,
-              flush=True)
-        for task in failed:
-            kind = "OOM-killed" if task.oom_killed else "failed"
-            print(f"womm: {kind}: line {task.index}: {task.command}  (see "
-                  f"{experiment.log_dir / (task.key + '.failed')})", file=sys.stderr,
-                  flush=True)
+        # a WommError shows as its message, no stack trace
+        print("\n".join(commands.experiment_summary(experiment)), file=sys.stderr, flush=True)
         return experiment
 
     def _user_ns(self) -> dict[str, Any]:

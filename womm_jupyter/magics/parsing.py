@@ -14,19 +14,11 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 
+from .. import commands, options
 from ..errors import OptionError
-from ..options import (
-    FinishOptions,
-    LogsOptions,
-    ParallelOptions,
-    SetupOptions,
-    ShellOptions,
-    StatusOptions,
-    add_arguments,
-    resolve,
-)
 
-__all__ = ["HelpShown", "MagicParser", "build_parser", "parse", "resolve_usage", "split_line"]
+__all__ = ["HelpShown", "MagicParser", "build_parser", "parse", "resolve_usage", "split_line",
+           "usage_error", "words"]
 
 
 class HelpShown(Exception):
@@ -45,11 +37,10 @@ class MagicParser(argparse.ArgumentParser):
         raise HelpShown
 
 
-_PARALLEL_EPILOG = """\
-Everything after `--` goes to GNU parallel unchanged: its options (-k, --tag, --retries,
---timeout, ...), the command with {} {.} {/} {#}, and `:::` inputs. {} and $VAR are not
-expanded by IPython: the worker's shell sees them. The cell body holds the inputs, one job per
-line (blank lines are skipped). As a line magic, give the inputs after `:::`.
+_PARALLEL_EPILOG = commands.DASHES_EPILOG + """\
+{} and $VAR are not expanded by IPython: the worker's shell sees them. The cell body holds the
+inputs, one job per line (blank lines are skipped). As a line magic, give the inputs after
+`:::`.
 
 examples:
   %%womm_parallel --kube-pods 3 -o run -- wc -l {}
@@ -60,7 +51,7 @@ examples:
 """
 
 _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
-    "womm_parallel": (ParallelOptions, dict(
+    "womm_parallel": (options.ParallelOptions, dict(
         prog="%%womm_parallel",
         usage="%(prog)s [womm options] [-o NAME] -- [GNU parallel options] command",
         description="Run the command once per input line on --kube-pods workers through GNU "
@@ -68,43 +59,39 @@ _VERBS: dict[str, tuple[type, dict[str, Any]]] = {
                     "return the run object (.df: one row per job). Same options as "
                     "`womm parallel`.",
         epilog=_PARALLEL_EPILOG)),
-    "womm_status": (StatusOptions, dict(
+    "womm_status": (options.StatusOptions, dict(
         prog="%womm_status",
-        description="ID AGE STATUS CPU MEM HEALTH PWD COMMAND of each task, as `womm status`; "
-                    "returns a table whose .df is a DataFrame.")),
-    "womm_finish": (FinishOptions, dict(
+        description=commands.DESCRIPTIONS["status"] + " As `womm status`; returns a table "
+                    "whose .df is a DataFrame.")),
+    "womm_finish": (options.FinishOptions, dict(
         prog="%womm_finish",
-        description="Stop a task's coordinator if it still runs and delete its workers and "
-                    "state, as `womm finish ID`.")),
-    "womm_logs": (LogsOptions, dict(
+        description=commands.DESCRIPTIONS["finish"] + " As `womm finish ID`.")),
+    "womm_logs": (options.LogsOptions, dict(
         prog="%womm_logs",
-        description="The leader's output of an --async task (GNU parallel's stdout and "
-                    "stderr, womm's messages), as `womm logs ID`; with -f, streamed into the "
-                    "cell until the leader ends (interrupt the kernel to stop following).")),
-    "womm_setup": (SetupOptions, dict(
+        description=commands.DESCRIPTIONS["logs"] + " As `womm logs ID`; interrupt the kernel "
+                    "to stop following.")),
+    "womm_setup": (options.SetupOptions, dict(
         prog="%womm_setup",
         description="Build the project's worker image, as `womm setup`. Without arguments: a "
                     "form (share, base image, prefix), a testbed terminal, \"Does it work?\" "
                     "and the push's progress. With --script FILE the setup runs like `womm "
                     "setup` with the same flags (a kernel has no terminal for the dialogue); "
                     "other flags pre-fill the form.")),
-    "womm_shell": (ShellOptions, dict(
+    "womm_shell": (options.ShellOptions, dict(
         prog="%womm_shell",
         usage="%(prog)s [options] [-- command line]",
-        description="A shell in a new worker of the project image, with the working "
-                    "directory at the same path, as `womm shell`: a terminal in the page, or, "
-                    "after `--`, run the command line there, stream its output and return its "
-                    "exit status.")),
+        description=commands.DESCRIPTIONS["shell"] + " As `womm shell`: the terminal is in "
+                    "the page; with a command line after `--`, its exit status is returned.")),
 }
 
 
 def build_parser(verb: str) -> MagicParser:
     """The parser of magic ``verb`` (``womm_parallel``, ``womm_status``, ``womm_finish``,
     ``womm_logs``, ``womm_setup``, ``womm_shell``)."""
-    options, settings = _VERBS[verb]
+    model, settings = _VERBS[verb]
     parser = MagicParser(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                          **settings)
-    add_arguments(parser, options)
+    options.add_arguments(parser, model)
     if verb == "womm_parallel":
         parser.add_argument("-o", "--output", dest="output", metavar="NAME",
                             default=argparse.SUPPRESS,
@@ -113,16 +100,22 @@ def build_parser(verb: str) -> MagicParser:
     return parser
 
 
-def split_line(line: str) -> tuple[list[str], list[str] | None]:
-    """Words before the first ``--`` and after it (None when there is no ``--``)."""
+def words(line: str) -> list[str]:
+    """The magic line split like a shell line (``shlex``); UsageError if it cannot be."""
     try:
-        words = shlex.split(line)
+        return shlex.split(line)
     except ValueError as exc:  # e.g. "No closing quotation"
         raise UsageError(f"cannot split the magic line like a shell would: {exc}") from None
-    if "--" not in words:
-        return words, None
-    split = words.index("--")
-    return words[:split], words[split + 1:]
+
+
+def split_line(line: str) -> tuple[list[str], list[str] | None]:
+    """Words before the first ``--`` and after it (None when there is no ``--``)."""
+    return commands.split_at_dashes(words(line))
+
+
+def usage_error(prog: str, exc: OptionError) -> UsageError:
+    """An OptionError found after parsing, as the magic's one-line UsageError."""
+    return UsageError(f"{prog}: {str(exc).splitlines()[0]}")
 
 
 def parse(verb: str, words: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,6 +142,6 @@ def resolve_usage(verb: str, explicit: dict[str, Any]) -> Any:
         naming the flag, for missing or out-of-range values.
     """
     try:
-        return resolve(_VERBS[verb][0], explicit)
+        return options.resolve(_VERBS[verb][0], explicit)
     except OptionError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+from .. import commands
 from ..backends import TaskInfo
 from ..run.coordinator import Progress
 
@@ -79,13 +80,6 @@ class TextProgress:
         self._stream.flush()
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
 class TaskTable:
     """What ``%womm_status`` returns: the rows of ``womm status``.
 
@@ -93,7 +87,7 @@ class TaskTable:
     gives the :class:`~womm_jupyter.TaskInfo` objects.
     """
 
-    HEADER = ("ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PWD", "COMMAND")
+    HEADER = commands.STATUS_HEADER
 
     def __init__(self, tasks: Iterable[TaskInfo], *, now: float | None = None) -> None:
         self.tasks = list(tasks)
@@ -107,8 +101,7 @@ class TaskTable:
 
     def rows(self) -> list[tuple[str, ...]]:
         """One tuple of display strings per task, in HEADER order."""
-        return [(t.task_id, _age(self._now - t.created), t.status, t.cpu, t.mem,
-                 f"{t.ready}/{t.desired}", t.cwd, t.command) for t in self.tasks]
+        return [commands.status_row(task, self._now) for task in self.tasks]
 
     @property
     def df(self) -> Any:
@@ -120,10 +113,7 @@ class TaskTable:
         return frame.set_index("task_id", drop=False)
 
     def __repr__(self) -> str:
-        rows = [self.HEADER, *self.rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER) - 1)]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-                 + "  " + row[-1] for row in rows]
+        lines = commands.status_lines(self.tasks, self._now)
         if not self.tasks:
             lines.append("(no tasks)")
         return "\n".join(line.rstrip() for line in lines)

@@ -15,7 +15,6 @@ import codecs
 import dataclasses
 import importlib.util
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -26,23 +25,23 @@ from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from IPython.display import display
+from IPython.display import IFrame, display
 
-from .. import commands as manage
-from .. import server
+from .. import commands, server
 from ..errors import OptionError
+from ..events import EventKind
 from ..options import SetupOptions, resolve
 from ..run.coordinator import Dispatch, Event
-from ..run.gnu import INPUT_SEPARATORS
 from ..run.handle import Run
-from .parsing import HelpShown, build_parser, parse, resolve_usage, split_line
+from ..setup.plan import describe, setup_widget
+from ..shell.bridge import serve
+from ..shell.docker import ShellSession, start_shell
+from .parsing import HelpShown, build_parser, parse, resolve_usage, split_line, usage_error, words
 from .render import TaskTable, TextProgress
 
 __all__ = ["WommMagics"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-# Shown on stderr, as the CLI does.
-_TEXT_EVENTS = ("backend", "created", "deleted", "lost", "share")
 
 
 def _rest(options: Any, *skip: str) -> dict[str, Any]:
@@ -62,29 +61,20 @@ def _with_help(verb: str, examples: str) -> Callable[[_F], _F]:
     return decorate
 
 
-class _Renderer:
-    """Writes a run's events into the cell, on the thread that calls :meth:`show`."""
+class _CellOutput:
+    """Bytes for the cell's ``stdout``/``stderr``, written as text on the calling thread: one
+    incremental UTF-8 decoder per stream, so a character split across chunks comes out whole.
+    ``progress``, when given, is cleared before each write and drawn again after it."""
 
-    def __init__(self, text_progress: TextProgress | None) -> None:
-        self._progress = text_progress
+    def __init__(self, progress: TextProgress | None = None) -> None:
+        self._progress = progress
         self._decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace")
                           for kind in ("stdout", "stderr")}
 
-    def show(self, event: Event) -> None:
-        if event.kind in ("stdout", "stderr"):
-            self._write(event.kind, self._decoders[event.kind].decode(event.data))
-        elif event.kind in _TEXT_EVENTS:
-            self._write("stderr", event.text + "\n")
-        elif event.kind == "progress" and self._progress is not None:
-            self._progress.update(event.data)
+    def write(self, kind: str, data: bytes) -> None:
+        self.write_text(kind, self._decoders[kind].decode(data))
 
-    def close(self) -> None:
-        for kind, decoder in self._decoders.items():
-            self._write(kind, decoder.decode(b"", final=True))
-        if self._progress is not None:
-            self._progress.close()
-
-    def _write(self, kind: str, text: str) -> None:
+    def write_text(self, kind: str, text: str) -> None:
         if not text:
             return
         stream = sys.stdout if kind == "stdout" else sys.stderr
@@ -94,6 +84,32 @@ class _Renderer:
         stream.flush()
         if self._progress is not None:
             self._progress.redraw()
+
+    def close(self) -> None:
+        """Write what the decoders still hold (an incomplete last character)."""
+        for kind, decoder in self._decoders.items():
+            self.write_text(kind, decoder.decode(b"", final=True))
+
+
+class _Renderer:
+    """Writes a run's events into the cell, on the thread that calls :meth:`show`."""
+
+    def __init__(self, text_progress: TextProgress | None) -> None:
+        self._progress = text_progress
+        self._output = _CellOutput(text_progress)
+
+    def show(self, event: Event) -> None:
+        if event.kind in (EventKind.STDOUT, EventKind.STDERR):
+            self._output.write(event.kind, event.data)
+        elif event.kind in commands.TEXT_EVENTS:  # on stderr, as the CLI does
+            self._output.write_text("stderr", event.text + "\n")
+        elif event.kind == EventKind.PROGRESS and self._progress is not None:
+            self._progress.update(event.data)
+
+    def close(self) -> None:
+        self._output.close()
+        if self._progress is not None:
+            self._progress.close()
 
 
 def _drain(run: Run, render: _Renderer) -> bool:
@@ -161,13 +177,12 @@ class WommMagics(Magics):
             self._citation()
             return None
         if parallel_words is None:
-            raise UsageError("%%womm_parallel: put GNU parallel's options and command after "
-                             "`--`, e.g. %%womm_parallel --kube-pods 3 -- wc -l {}")
+            raise UsageError(commands.missing_dashes("%%womm_parallel"))
         options = resolve_usage("womm_parallel", explicit)
         name = extras.get("output")
         if name is not None and not name.isidentifier():
             raise UsageError(f"%%womm_parallel: -o needs a Python name (got {name!r})")
-        has_sources = any(word in INPUT_SEPARATORS for word in parallel_words)
+        has_sources = commands.has_input_sources(parallel_words)
         inputs = [text for text in (cell or "").splitlines() if text.strip()]
         if cell is None and not has_sources:
             raise UsageError("%womm_parallel: as a line magic, give the inputs after `:::` "
@@ -177,21 +192,17 @@ class WommMagics(Magics):
             raise UsageError("%%womm_parallel: give the inputs either in the cell body or "
                              "after `:::`, not both (GNU parallel would ignore the cell body)")
         if options.async_:
-            from ..run.detached import submit
-
             data = None if has_sources else "".join(f"{text}\n" for text in inputs).encode()
-            done = submit(options, parallel_words, cwd=Path.cwd(), stdin=data,
-                          report=lambda text: print(f"womm: {text}", file=sys.stderr,
-                                                    flush=True))
-            print(f"womm: task {done.task_id} started in namespace {done.namespace}; follow it "
-                  f"with %womm_logs {done.task_id} -f, collect and clean up with "
-                  f"%womm_finish {done.task_id}", file=sys.stderr, flush=True)
+            done = commands.submit_async(
+                options, parallel_words, cwd=Path.cwd(), stdin=data,
+                report=lambda text: print(f"womm: {text}", file=sys.stderr, flush=True))
+            print(commands.async_started(done, face="magic"), file=sys.stderr, flush=True)
             return None
         try:
             dispatch = Dispatch(options, parallel_words, cwd=Path.cwd(),
                                 emit=lambda event: None, inputs=inputs, capture=True)
         except OptionError as exc:
-            raise UsageError(f"%%womm_parallel: {str(exc).splitlines()[0]}") from None
+            raise usage_error("%%womm_parallel", exc) from None
         run = Run(dispatch)
         if name is not None:
             self._user_ns()[name] = run  # before draining: kept even if interrupted
@@ -211,7 +222,10 @@ class WommMagics(Magics):
             print(f"womm: cancelled; the workers were deleted; {kept} finished job"
                   f"{'' if kept == 1 else 's'} kept{where}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
-        run.result()  # a WommError shows as its message (_render_traceback_), no stack trace
+        try:
+            run.result()  # a WommError shows as its message (_render_traceback_), no stack trace
+        except OptionError as exc:  # found on the run's thread (e.g. no image): as if parsed
+            raise usage_error("%%womm_parallel", exc) from None
         if run.exit_code:
             failed = sum(not record.ok for record in run.records)
             print(f"womm: {failed} job{'' if failed == 1 else 's'} failed (GNU parallel exited "
@@ -219,13 +233,11 @@ class WommMagics(Magics):
         return run
 
     def _citation(self) -> None:
-        # GNU parallel's citation notice prompts on a terminal; a kernel has none, so run the
-        # CLI's own routine with no input and show what it prints.
-        done = subprocess.run([sys.executable, "-m", "womm_jupyter", "parallel",
-                               "--citation"], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, check=False)
-        sys.stdout.write(done.stdout)
-        sys.stderr.write(done.stderr)
+        # GNU parallel's citation notice prompts on a terminal; a kernel has none, so it runs
+        # with no input and the cell shows what it printed.
+        out, err = commands.citation_output()
+        sys.stdout.write(out)
+        sys.stderr.write(err)
 
     def _user_ns(self) -> dict[str, Any]:
         assert self.shell is not None  # registered magics always have their shell
@@ -241,15 +253,12 @@ class WommMagics(Magics):
     tasks.df
 """)
     def womm_status(self, line: str) -> TaskTable | None:
-        words, rest = split_line(line)
-        if rest is not None:
-            words = [*words, "--", *rest]  # `--` means nothing here: let argparse say so
-        try:
-            explicit, _ = parse("womm_status", words)
+        try:  # `--` means nothing here: argparse says so
+            explicit, _ = parse("womm_status", words(line))
         except HelpShown:
             return None
         options = resolve_usage("womm_status", explicit)
-        return TaskTable(manage.status(options.all_owners, **_rest(options, "all_owners")))
+        return TaskTable(commands.status(options.all_owners, **_rest(options, "all_owners")))
 
     @no_var_expand  # type: ignore[untyped-decorator]
     @line_magic  # type: ignore[untyped-decorator]
@@ -257,19 +266,15 @@ class WommMagics(Magics):
     %womm_finish k3xq9m2a
 """)
     def womm_finish(self, line: str) -> None:
-        words, rest = split_line(line)
-        if rest is not None:
-            words = [*words, "--", *rest]
         try:
-            explicit, _ = parse("womm_finish", words)
+            explicit, _ = parse("womm_finish", words(line))
         except HelpShown:
             return None
         options = resolve_usage("womm_finish", explicit)
-        saved = manage.collect(options.task_id, Path.cwd(), **_rest(options, "task_id"))
-        if saved:  # an --async task: its records and output, before they are deleted
-            print(f"womm: task {options.task_id}: records and output saved in {saved}")
-        # TaskNotFoundError is a WommError: shown as its message, no stack trace.
-        for deleted in manage.finish(options.task_id, **_rest(options, "task_id")):
+        # An --async task's records and output are saved first. TaskNotFoundError is a
+        # WommError: shown as its message, no stack trace.
+        for deleted in commands.collect_and_finish(options.task_id, Path.cwd(), saved=print,
+                                                   **_rest(options, "task_id")):
             print(f"{deleted} deleted")
         return None
 
@@ -280,29 +285,18 @@ class WommMagics(Magics):
     %womm_logs k3xq9m2a -f
 """)
     def womm_logs(self, line: str) -> None:
-        from ..run.detached import logs
-
-        words, rest = split_line(line)
-        if rest is not None:
-            words = [*words, "--", *rest]
         try:
-            explicit, _ = parse("womm_logs", words)
+            explicit, _ = parse("womm_logs", words(line))
         except HelpShown:
             return None
         options = resolve_usage("womm_logs", explicit)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        output = _CellOutput()
         # TaskNotFoundError/BackendError are WommErrors: shown as their message. An interrupt
-        # stops following; closing the stream releases the connection.
-        chunks = logs(options.task_id, options.follow, context=options.context,
-                      namespace=options.namespace)
-        try:
-            for chunk in chunks:
-                sys.stdout.write(decoder.decode(chunk))
-                sys.stdout.flush()
-            sys.stdout.write(decoder.decode(b"", final=True))
-            sys.stdout.flush()
-        finally:
-            getattr(chunks, "close", lambda: None)()  # a generator: release its connection
+        # stops following (and releases the connection).
+        commands.stream_logs(options.task_id, options.follow,
+                             lambda chunk: output.write("stdout", chunk),
+                             context=options.context, namespace=options.namespace)
+        output.close()
         return None
 
     @no_var_expand  # type: ignore[untyped-decorator]
@@ -314,21 +308,27 @@ class WommMagics(Magics):
     %womm_setup --show
 """)
     def womm_setup(self, line: str) -> Any:
-        words, rest = split_line(line)
-        if rest is not None:
-            words = [*words, "--", *rest]
+        given = words(line)
         try:
-            explicit, _ = parse("womm_setup", words)
+            explicit, _ = parse("womm_setup", given)
         except HelpShown:
             return None
-        if explicit.get("script") or explicit.get("show"):
-            return _run_cli(["setup", *words])
-        from ..setup.plan import setup_widget
-
+        if explicit.get("show"):
+            lines, status = describe(Path.cwd())
+            print("\n".join(lines), flush=True)
+            return status or None
+        if explicit.get("script"):
+            # The scripted setup is the `womm setup` dialogue (cli/setup.py), a face of its
+            # own: its questions read a terminal, which a kernel does not have. As a process
+            # with no input, a question the flags left open fails with "give every answer as
+            # a flag" instead of hanging the cell, and Ctrl-C reaches its cleanup as it does
+            # in a terminal. In-process needs the dialogue as a core step machine that both
+            # faces drive (issue 11's setup/flow.py).
+            return _run_cli(["setup", *given])
         try:  # the same validation as the CLI; the project config plays no part in setup
             resolve(SetupOptions, explicit, config={})
         except OptionError as exc:
-            raise UsageError(f"%womm_setup: {str(exc).splitlines()[0]}") from None
+            raise usage_error("%womm_setup", exc) from None
         display(setup_widget(Path.cwd(), explicit))  # type: ignore[no-untyped-call]
         return None
 
@@ -341,14 +341,9 @@ class WommMagics(Magics):
     code = %womm_shell -- sh -c 'exit 7'
 """)
     def womm_shell(self, line: str) -> Any:
-        from ..shell.docker import start_shell
-
-        split = _DASHES.search(line)
-        head, command = (line[:split.start()], line[split.end():].strip()) if split else \
-            (line, None)
-        words, _ = split_line(head)
+        head, command = commands.split_line_at_dashes(line)  # the command line stays verbatim
         try:
-            explicit, _ = parse("womm_shell", words)
+            explicit, _ = parse("womm_shell", words(head))
         except HelpShown:
             return None
         options = resolve_usage("womm_shell", explicit)
@@ -358,13 +353,8 @@ class WommMagics(Magics):
         try:
             session = start_shell(options, Path.cwd(), command)
         except OptionError as exc:
-            raise UsageError(f"%womm_shell: {str(exc).splitlines()[0]}") from None
+            raise usage_error("%womm_shell", exc) from None
         if command is None:
-            from IPython.display import IFrame
-
-            from ..shell.bridge import serve
-            from ..shell.docker import ShellSession
-
             atexit.register(session.close)  # the kernel's end ends its shells
             if not isinstance(session, ShellSession):  # Kubernetes: the kernel holds the exec
                 serve(session)
@@ -374,20 +364,13 @@ class WommMagics(Magics):
                            height=420))
             return session
         try:
-            decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace")
-                        for kind in ("stdout", "stderr")}
+            output = _CellOutput()
             for kind, chunk in session.output():
-                stream = sys.stdout if kind == "stdout" else sys.stderr
-                stream.write(decoders[kind].decode(chunk))
-                stream.flush()
-            for kind, decoder in decoders.items():
-                (sys.stdout if kind == "stdout" else sys.stderr).write(decoder.decode(b"", True))
+                output.write(kind, chunk)
+            output.close()
             return session.wait()
         finally:
             session.close()  # also on interrupt: the command's container goes
-
-
-_DASHES = re.compile(r"(?:^|\s)--(?:\s|$)")
 
 
 def _run_cli(args: list[str]) -> int | None:
@@ -406,8 +389,7 @@ def _run_cli(args: list[str]) -> int | None:
 
     for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
         threading.Thread(target=read, args=(kind, pipe), daemon=True).start()
-    decoders = {kind: codecs.getincrementaldecoder("utf-8")(errors="replace")
-                for kind in ("stdout", "stderr")}
+    output = _CellOutput()
     ended = 0
     try:
         while ended < 2:
@@ -415,9 +397,8 @@ def _run_cli(args: list[str]) -> int | None:
             if item is None:
                 ended += 1
                 continue
-            stream = sys.stdout if item[0] == "stdout" else sys.stderr
-            stream.write(decoders[item[0]].decode(item[1]))
-            stream.flush()
+            output.write(*item)
+        output.close()
         code = proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)

@@ -91,8 +91,9 @@ def inspect(argv: list[str] | tuple[str, ...]) -> ParallelArgs:
     return ParallelArgs(tuple(argv), joblog, tuple(env_names), has_command, joblog_append)
 
 
-def citation() -> int:
-    """Run GNU parallel's own citation routine and prompt from the vendored copy.
+def citation_command() -> list[str]:
+    """The command that runs GNU parallel's own citation routine and prompt from the vendored
+    copy.
 
     Debian's build (the one vendored) comments out the ``--citation`` option but keeps the
     routine; this loads it from the unmodified file and calls it.
@@ -110,4 +111,9 @@ def citation() -> int:
         eval join(";\n", @helpers, $sub, 1) or die $@;
         citation([], []);
     """
-    return subprocess.call([_paths.perl(), "-e", loader, str(_paths.vendored_parallel())])
+    return [_paths.perl(), "-e", loader, str(_paths.vendored_parallel())]
+
+
+def citation() -> int:
+    """Run GNU parallel's citation routine on this terminal (it may prompt); its exit status."""
+    return subprocess.call(citation_command())

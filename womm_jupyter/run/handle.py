@@ -1,47 +1,43 @@
 """The run object: a handle on one `womm parallel`, returned at once (ipyparallel's AsyncResult).
 
 The coordinator runs on a background thread and never prints. Faces either iterate
-:meth:`Run.events` on their own thread (the CLI, a blocking magic) or add listeners (widgets).
+:meth:`Run.events` on their own thread (the CLI, a blocking magic) or add listeners (widgets):
+the :class:`~womm_jupyter.events.EventStream` that :class:`Run` is.
 """
 
 from __future__ import annotations
 
 import html
-import queue
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import WommError
+from ..events import EventKind, EventStream, HandleStatus
 from .coordinator import Dispatch, Event, Progress
 from .records import JobRecord, records_frame
 
 __all__ = ["Run"]
 
-_FINISHED = Event("finished")
+_FINISHED = Event(EventKind.FINISHED)
 
 
-class Run:
+class Run(EventStream[Event, "Run"]):
     """One run of `womm parallel`.
 
     Attributes
     ----------
     task_id: the task's id, as `womm status` shows it.
-    status: ``running``, ``done`` (GNU parallel exited 0), ``failed`` (jobs failed or womm
-        raised), or ``cancelled``.
+    status: a :class:`~womm_jupyter.events.HandleStatus`: ``running``, ``done`` (GNU parallel
+        exited 0), ``failed`` (jobs failed or womm raised), or ``cancelled``.
     records: a JobRecord per finished job, growing while the run goes on.
     """
 
     def __init__(self, dispatch: Dispatch) -> None:
+        super().__init__(_FINISHED)
         self._dispatch = dispatch
         self.task_id = dispatch.task_id
-        self.status = "running"
-        self.error: BaseException | None = None
         self.exit_code: int | None = None
         self.progress: Progress | None = None
-        self._events: queue.Queue[Event] = queue.Queue()
-        self._listeners: list[Callable[[Event], None]] = []
-        self._done = threading.Event()
         dispatch.emit = self._emit
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"womm-run-{self.task_id}")
@@ -49,24 +45,21 @@ class Run:
 
     # -- coordinator thread ---------------------------------------------------------------
     def _emit(self, event: Event) -> None:
-        if event.kind == "progress":
+        if event.kind == EventKind.PROGRESS:
             self.progress = event.data
-        self._events.put(event)
-        for listener in list(self._listeners):
-            listener(event)
+        self._publish(event)
 
     def _main(self) -> None:
         try:
             self.exit_code = self._dispatch.run()
-            self.status = "done" if self.exit_code == 0 else "failed"
+            self.status = HandleStatus.DONE if self.exit_code == 0 else HandleStatus.FAILED
         except KeyboardInterrupt:
-            self.status = "cancelled"
+            self.status = HandleStatus.CANCELLED
         except BaseException as exc:  # kept for result(); the face decides how to show it
             self.error = exc
-            self.status = "failed"
+            self.status = HandleStatus.FAILED
         finally:
-            self._done.set()
-            self._emit(_FINISHED)
+            self._end()
 
     # -- faces ------------------------------------------------------------------------------
     @property
@@ -79,10 +72,6 @@ class Run:
         code, signal, stdout, stderr)."""
         return records_frame(self.records)
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        """Call ``listener(event)`` for each later event, from the coordinator's threads."""
-        self._listeners.append(listener)
-
     def widget(self) -> Any:
         """A live progress widget of this run (``womm_jupyter.widgets.ProgressView``).
 
@@ -92,26 +81,11 @@ class Run:
 
         return ProgressView(self)
 
-    def events(self) -> Iterator[Event]:
-        """Every event until the run ends. Meant for one consumer."""
-        while True:
-            event = self._events.get()
-            if event is _FINISHED:
-                return
-            yield event
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends (or ``timeout`` seconds); True when it ended."""
-        return self._done.wait(timeout)
-
     def result(self) -> Run:
         """Wait, then return self, or raise what stopped the run (a WommError or bug)."""
-        self.wait()
-        if self.error is not None:
-            raise self.error
+        return super().result()
+
+    def _outcome(self) -> Run:
         return self
 
     def cancel(self) -> None:

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from ..commands import STATUS_HEADER, status, status_row
+from ..errors import WommError
+
 __all__ = ["REFRESH_SECONDS", "main", "render", "serve"]
 
 REFRESH_SECONDS = 2
-_HEADER = ("ID", "AGE", "STATUS", "CPU", "MEM", "HEALTH", "PWD", "COMMAND")
 _STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 1em; color: #222; }
 table { border-collapse: collapse; }
@@ -33,27 +35,19 @@ td.cmd, td.pwd { font-family: monospace; }
 """
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(max(seconds, 0))}s"
-
-
 def render(tasks: list[Any], *, error: str = "", now: float | None = None) -> str:
     """The dashboard page for ``tasks`` (:class:`~womm_jupyter.TaskInfo` rows)."""
     now = time.time() if now is None else now
-    head = "".join(f"<th>{h}</th>" for h in _HEADER)
+    head = "".join(f"<th>{h}</th>" for h in STATUS_HEADER)
     rows = []
     for task in tasks:
-        cells = (task.task_id, _age(now - task.created), task.status, task.cpu, task.mem,
-                 f"{task.ready}/{task.desired}", task.cwd, task.command)
+        cells = status_row(task, now)
         classes = ("id", "age", f"status {task.status}", "cpu", "mem", "health", "pwd", "cmd")
         rows.append(f"<tr data-task='{html.escape(task.task_id, quote=True)}'>"
                     + "".join(f"<td class='{c}'>{html.escape(str(v))}</td>"
                               for c, v in zip(classes, cells, strict=True)) + "</tr>")
     if not rows:
-        rows.append(f"<tr><td colspan='{len(_HEADER)}'><i>no tasks</i></td></tr>")
+        rows.append(f"<tr><td colspan='{len(STATUS_HEADER)}'><i>no tasks</i></td></tr>")
     problem = f"<p class='error'>{html.escape(error)}</p>" if error else ""
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
     return (
@@ -68,9 +62,6 @@ def render(tasks: list[Any], *, error: str = "", now: float | None = None) -> st
 
 
 def _status() -> tuple[list[Any], str]:
-    from ..commands import status
-    from ..errors import WommError
-
     try:
         return status(), ""
     except WommError as exc:  # e.g. a kubeconfig that cannot be read: say so on the page

@@ -1,10 +1,9 @@
 """What a ``womm setup`` will do, decided from its answers and the project's record; and
-recording what it published. Core, no dialogue: the setup widget (and any face that has all
-the answers at once) calls :func:`plan_setup`, drives
-:class:`~womm_jupyter.setup.testbed.SetupSession` and ends with :func:`record`. The rules are
-the CLI dialogue's (``cli/setup.py``): a repeated
-setup keeps the recorded share and starts from the project's image unless a base is given;
-the prefix defaults to the one the user gave last.
+recording what it published. Core, no dialogue: both faces gather the answers their own way
+(the dialogue of ``cli/setup.py`` asks, the form of ``widgets/setup.py`` reads its fields),
+then call :func:`plan_setup`, drive :class:`~womm_jupyter.setup.testbed.SetupSession` and end
+with :func:`record`. A repeated setup keeps the recorded share and starts from the project's
+image unless a base is given; the prefix defaults to the one the user gave last.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from ..errors import OptionError
 from ..naming import new_task_id
 from .testbed import Published
 
-__all__ = ["DEFAULT_BASE", "SHARE_LABELS", "SetupPlan", "plan_setup", "record", "repository",
-           "setup_widget", "share_name"]
+__all__ = ["DEFAULT_BASE", "SHARE_LABELS", "SetupPlan", "describe", "environment_lines",
+           "plan_setup", "record", "repository", "setup_widget", "share_name"]
 
 DEFAULT_BASE = "ubuntu:22.04"
 # The dialogue's menu, in its words: value -> label.
@@ -121,6 +120,38 @@ def record(plan: SetupPlan, published: Published, environment: dict[str, str]) -
     if plan.prefix and plan.prefix != config.load_user().get("prefix"):
         config.save_user(prefix=plan.prefix)
     return path
+
+
+def describe(cwd: Path) -> tuple[list[str], int]:
+    """``womm setup --show``: the lines describing the project's configuration and the user's
+    prefix, and the exit status (1 when ``cwd`` has no setup)."""
+    found = config.load_project(cwd)
+    prefix = config.load_user().get("prefix", "")
+    if found is None:
+        lines = [f"No womm setup in {cwd} or above: run `womm setup` there."]
+        if prefix:
+            lines.append(f"image prefix (yours): {prefix}")
+        return lines, 1
+    directory, project = found
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(project.updated))
+    lines = [f"project:     {directory}  ({directory / config.PROJECT_FILE})",
+             f"image:       {project.image}",
+             f"pushed as:   {project.tag}",
+             f"base image:  {project.base}",
+             f"share:       {project.share}",
+             f"updated:     {when}"]
+    if prefix:
+        lines.append(f"prefix:      {prefix}  ({config.user_config_path()})")
+    if project.environment:
+        lines += ["environment:", environment_lines(project.environment)]
+    else:
+        lines.append("environment: (none captured)")
+    return lines, 0
+
+
+def environment_lines(values: dict[str, str]) -> str:
+    """Variables as the setup shows them: ``  NAME='value'``, one a line."""
+    return "\n".join(f"  {name}={value!r}" for name, value in values.items())
 
 
 def setup_widget(cwd: Path, initial: dict[str, Any] | None = None) -> Any:

@@ -19,9 +19,9 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 from .. import _paths
+from . import TerminalSession
 
 __all__ = ["attach", "resize", "serve", "socket_path"]
 
@@ -36,9 +36,8 @@ def socket_path(name: str) -> Path | None:
     return _paths.task_dir(task_id) / "tty.sock"
 
 
-def serve(session: Any) -> Path:
-    """Serve ``session``'s terminal (anything with ``attach_socket()``, ``resize()``,
-    ``running()``) until it ends; returns the socket's path."""
+def serve(session: TerminalSession) -> Path:
+    """Serve ``session``'s terminal until it ends; returns the socket's path."""
     path = socket_path(session.name)
     assert path is not None, session.name
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -57,7 +56,7 @@ def serve(session: Any) -> Path:
     return path
 
 
-def _accept(session: Any, listener: socket.socket, path: Path) -> None:
+def _accept(session: TerminalSession, listener: socket.socket, path: Path) -> None:
     try:
         while session.running():
             try:
@@ -72,7 +71,7 @@ def _accept(session: Any, listener: socket.socket, path: Path) -> None:
             path.unlink()
 
 
-def _handle(session: Any, conn: socket.socket) -> None:
+def _handle(session: TerminalSession, conn: socket.socket) -> None:
     line = b""
     while not line.endswith(b"\n") and len(line) < 64:
         data = conn.recv(1)

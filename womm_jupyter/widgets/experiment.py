@@ -8,6 +8,8 @@ from typing import Any
 
 import ipywidgets
 
+from ..events import EventKind
+
 __all__ = ["ExperimentView"]
 
 _INTERVAL = 0.3  # seconds between two redraws: a few per second at most
@@ -50,7 +52,7 @@ class ExperimentView(ipywidgets.VBox):  # type: ignore[misc]  # (ipywidgets is u
 
     def on_event(self, event: Any) -> None:
         """The experiment's listener: redraw now, or soon if it redrew just now."""
-        if event.kind == "finished":
+        if event.kind == EventKind.FINISHED:
             self.refresh()
             return
         with self._lock:

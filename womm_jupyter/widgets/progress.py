@@ -6,11 +6,13 @@ from typing import Any
 
 import ipywidgets
 
+from ..events import EventKind, HandleStatus
 from ..run.coordinator import Event, Progress
 
 __all__ = ["ProgressView"]
 
-_ENDED_STYLE = {"done": "success", "failed": "danger", "cancelled": "warning"}
+_ENDED_STYLE: dict[str, str] = {HandleStatus.DONE: "success", HandleStatus.FAILED: "danger",
+                                 HandleStatus.CANCELLED: "warning"}
 
 
 class ProgressView(ipywidgets.HBox):  # type: ignore[misc]  # (ipywidgets is untyped)
@@ -51,9 +53,9 @@ class ProgressView(ipywidgets.HBox):  # type: ignore[misc]  # (ipywidgets is unt
 
     def on_event(self, event: Event) -> None:
         """The run's listener."""
-        if event.kind == "progress":
+        if event.kind == EventKind.PROGRESS:
             self.show_progress(event.data)
-        elif event.kind == "finished":
+        elif event.kind == EventKind.FINISHED:
             self.show_end(self._run.status)
 
     def show_progress(self, progress: Progress) -> None:

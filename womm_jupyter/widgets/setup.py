@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import ipywidgets
 
+from .. import config
+from ..backends.docker import connect
 from ..errors import WommError
 from ..options import SetupOptions
 from ..server import terminal_url
@@ -107,8 +109,6 @@ class SetupView(ipywidgets.VBox):  # type: ignore[misc]  # (ipywidgets is untype
 
     def __init__(self, cwd: Path, initial: dict[str, Any] | None = None,
                  client: Any = None) -> None:
-        from .. import config
-
         self.cwd = cwd.resolve()
         self._client = client
         self._threads: list[threading.Thread] = []
@@ -215,8 +215,6 @@ class SetupView(ipywidgets.VBox):  # type: ignore[misc]  # (ipywidgets is untype
             self.plan = plan_setup(self.cwd, share=values["share"], base=values["base"],
                                    prefix=values["prefix"])
             if self._client is None:
-                from ..backends.docker import connect
-
                 self._client = connect()
             self.show_message(f"Preparing the testbed from {self.plan.start_image}...")
             self.session = SetupSession(self._client, self.cwd, self.plan.start_image,
