@@ -1,7 +1,7 @@
 """The lazy share (method 1) on the real test cluster, through `womm setup` + `womm parallel`.
 
 A lazy share mounts the user's directory in each worker pod with sshfs in passive mode over an
-exec stream whose other end is a local sftp-server (womm_jupyter/backends/_lazymount.py). The
+exec stream whose other end is a local sftp-server (womm_jupyter/share/lazy.py). The
 worker needs FUSE: on this cluster (containerd 1.6 + runc, cgroup v1) an unprivileged pod
 cannot open /dev/fuse, even with CAP_SYS_ADMIN and a hostPath /dev/fuse (the device cgroup
 allows only containerd's default devices), so the user opts into privileged worker pods with

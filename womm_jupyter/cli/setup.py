@@ -1,4 +1,4 @@
-"""`womm setup`: the terminal dialogue (a face: the work is done by ``image.py`` and
+"""`womm setup`: the terminal dialogue (a face: the work is done by ``setup/testbed.py`` and
 ``config.py``). Questions keep the original WOMM's words; every answer has a flag
 (``--share``, ``--base``, ``--prefix``, ``--yes``, ``--script``) so the same setup runs
 without a terminal."""
