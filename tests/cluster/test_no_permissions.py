@@ -53,7 +53,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def _says_forbidden(line: str, namespace: str, missing: str) -> None:
-    assert f"in namespace {namespace} (Forbidden: no permission to {missing})" in line, line
+    assert f"in namespace {namespace} (Forbidden): no permission to {missing};" in line, line
     assert f"`womm cluster-setup --namespace {namespace}`" in line, line
     assert "`womm doctor`" in line, line
 

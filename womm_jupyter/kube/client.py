@@ -241,8 +241,8 @@ def translate(exc: BaseException, doing: str, namespace: str, server: str = "") 
         else:
             missing = doing
         return ApiError(
-            f"Kubernetes refused to let you {doing} {where} (Forbidden: no permission to "
-            f"{missing}): ask an admin to apply `womm cluster-setup --namespace "
+            f"Kubernetes refused to let you {doing} {where} (Forbidden): no permission to "
+            f"{missing}; ask an admin to apply `womm cluster-setup --namespace "
             f"{namespace or 'NAMESPACE'}` and bind you to its Role (`womm doctor` lists what "
             "is missing), or choose another namespace with --namespace.", status, said)
     if status == 404:
