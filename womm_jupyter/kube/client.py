@@ -161,13 +161,19 @@ def _mtime(path: str) -> float:
 def _load(context: str, files: str | None, in_cluster: bool) -> Clients:
     from kubernetes import client as sdk
     from kubernetes import config as loader
+    from urllib3 import Retry
 
+    configuration = sdk.Configuration()
+    # urllib3 retries refused connections itself; statuses (429 and 503 with Retry-After)
+    # are left to _with_retries, which knows which calls may be repeated.
+    configuration.retries = Retry(total=3, respect_retry_after_header=False,
+                                  raise_on_status=False)
     try:
         if in_cluster:
-            loader.load_incluster_config()
+            loader.load_incluster_config(client_configuration=configuration)
             namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            return Clients(sdk.ApiClient(), namespace.read_text().strip() or "default")
-        configuration = sdk.Configuration()
+            return Clients(sdk.ApiClient(configuration),
+                           namespace.read_text().strip() or "default")
         loader.load_kube_config(config_file=files, context=context or None,
                                 client_configuration=configuration)
         contexts, active = loader.list_kube_config_contexts(config_file=files)
