@@ -34,7 +34,7 @@ from ..errors import BackendError, MissingToolError
 __all__ = ["HEARTBEAT_SECONDS", "IMAGE_PULL_FAILURES", "RETRY_SECONDS",
            "STALE_LEASE_SECONDS", "WAITING_WILL_NOT_CURE", "ApiError", "Clients", "Watch",
            "clients", "delete_each", "lease_alive", "load_config", "now", "renew_lease",
-           "translate"]
+           "see_through", "translate"]
 
 RETRY_SECONDS = 20.0  # the most time retries of one call may take
 HEARTBEAT_SECONDS = 2.0  # how often a live client renews its task's Lease
@@ -386,6 +386,15 @@ def delete_each(namespace: str,
             if exc.status != 404:
                 raise
     return deleted
+
+
+def see_through(step: Callable[[], list[str]], wait: float) -> None:
+    """Deleting an owner leaves its objects to the garbage collector, which works
+    asynchronously: call ``step`` (it deletes what it may and returns what is still there)
+    every half second until nothing is left or ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while step() and time.monotonic() <= deadline:
+        time.sleep(0.5)
 
 
 def now() -> str:

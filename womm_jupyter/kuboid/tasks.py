@@ -9,11 +9,10 @@ annotations for `womm status`), a Lease of the same name its running client rene
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
-from ..kube.client import ApiError, Clients, clients, delete_each, lease_alive
+from ..kube.client import ApiError, Clients, clients, delete_each, lease_alive, see_through
 from ..kube.manifests import LABEL_ROLE
 from ..naming import owner, task_object_name
 
@@ -100,8 +99,8 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
     if root is None and not pods:
         return []
     deleted = delete_root(built, task_id)
-    deadline = time.monotonic() + wait
-    while True:  # the garbage collector works asynchronously: see it through
+
+    def step() -> list[str]:
         left = [pod.metadata.name for pod in
                 core.list_namespaced_pod(namespace, label_selector=pods_selector).items]
         for name in left:
@@ -112,6 +111,7 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
             except ApiError as exc:
                 if exc.status != 404:
                     raise
-        if not left or time.monotonic() > deadline:
-            return deleted
-        time.sleep(0.5)
+        return left
+
+    see_through(step, wait)
+    return deleted

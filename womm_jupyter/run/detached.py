@@ -38,7 +38,14 @@ from .. import backends
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from ..kube import manifests
-from ..kube.client import WAITING_WILL_NOT_CURE, ApiError, Watch, clients, delete_each
+from ..kube.client import (
+    WAITING_WILL_NOT_CURE,
+    ApiError,
+    Watch,
+    clients,
+    delete_each,
+    see_through,
+)
 from ..kube.shared_volume import shared_claim
 from ..naming import owner as current_owner
 from ..naming import task_object_name
@@ -415,8 +422,9 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
                                       ("configmap", core.delete_namespaced_config_map, name)))
     apps, coordination = built.apps, built.coordination
     selector = _selector(task_id=task_id)
-    deadline = time.monotonic() + wait
-    while True:  # the garbage collector works asynchronously: see it through
+
+    def step() -> list[str]:
+        nonlocal deleted
         left = [f"configmap/{cm.metadata.name}" for cm in
                 core.list_namespaced_config_map(namespace, label_selector=selector).items]
         left += [f"pod/{p.metadata.name}" for p in core.list_namespaced_pod(
@@ -428,9 +436,9 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
                  coordination.delete_namespaced_lease)):
             deleted += delete_each(namespace, ((kind, delete, obj.metadata.name) for obj in
                                                listed(namespace, label_selector=selector).items))
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return left
+
+    see_through(step, wait)
     return deleted
 
 
