@@ -189,3 +189,12 @@ def test_retries_end_with_the_error_once_their_time_is_up(overloaded, monkeypatc
         clients.core.list_namespaced_pod("lab")
     assert raised.value.status == 503
     assert handler.seen == ["GET"]
+
+
+def test_once_is_the_same_call_without_retries(overloaded):
+    clients, handler = overloaded
+    handler.status = 503
+    with pytest.raises(kube.ApiError) as raised:
+        clients.core.once.list_namespaced_pod("lab")
+    assert raised.value.status == 503
+    assert handler.seen == ["GET"]

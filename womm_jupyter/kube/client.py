@@ -306,19 +306,21 @@ def _with_retries(function: Callable[..., Any], idempotent: bool,
 
 class _Api:
     """A kubernetes SDK API object whose every call is translated (and retried when
-    idempotent)."""
+    idempotent; ``.once`` is the same without retries, for calls that are repeated anyway)."""
 
-    def __init__(self, api: Any, owner: Clients) -> None:
+    def __init__(self, api: Any, owner: Clients, retried: bool = True) -> None:
         self._api = api
         self._owner = owner
         self.api_client = api.api_client
+        self.once = _Api(api, owner, retried=False) if retried else self
+        self._retried = retried
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._api, name)
         if not callable(method):
             return method
         owner = self._owner
-        idempotent = name.startswith(_IDEMPOTENT)
+        idempotent = self._retried and name.startswith(_IDEMPOTENT)
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -403,9 +405,10 @@ def now() -> str:
 
 
 def renew_lease(built: Clients, name: str) -> None:
-    """Renew Lease ``name`` (raises ApiError; 404 when it was deleted)."""
-    built.coordination.patch_namespaced_lease(name, built.namespace,
-                                              {"spec": {"renewTime": now()}})
+    """Renew Lease ``name`` (raises ApiError; 404 when it was deleted). Not retried: the
+    next beat is the retry, and a heartbeat must not hold up its caller's loop."""
+    built.coordination.once.patch_namespaced_lease(name, built.namespace,
+                                                   {"spec": {"renewTime": now()}})
 
 
 def lease_alive(lease: Any, at: dt.datetime | None = None) -> bool:
