@@ -198,3 +198,23 @@ def test_once_is_the_same_call_without_retries(overloaded):
         clients.core.once.list_namespaced_pod("lab")
     assert raised.value.status == 503
     assert handler.seen == ["GET"]
+
+
+def test_no_module_outside_kube_imports_the_sdk():
+    import ast
+    from pathlib import Path
+
+    import womm_jupyter
+
+    package = Path(womm_jupyter.__file__).resolve().parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] in ("kube", "_vendor", "_fsserver"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            found += [f"{path.relative_to(package)}:{node.lineno}" for name in names
+                      if name.split(".")[0] == "kubernetes"]
+    assert found == []
