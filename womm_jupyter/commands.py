@@ -32,6 +32,7 @@ from .errors import MissingToolError, TaskNotFoundError
 from .events import EventKind
 from .kube import manifests
 from .kuboid import experiment as experiments
+from .kuboid import tasks as experiment_tasks
 from .naming import check_task_id
 from .options import ParallelOptions
 from .run import detached, gnu
@@ -164,7 +165,7 @@ def status(all_owners: bool = False, *, context: str = "",
         found = detached.tasks(all_owners, context=context, namespace=namespace)
         ids = {row.task_id for row in found}  # their workers' Deployment is the same task
         rows = [row for row in rows if row.task_id not in ids] + found
-        rows += experiments.tasks(all_owners, context=context, namespace=namespace)
+        rows += experiment_tasks.tasks(all_owners, context=context, namespace=namespace)
     return sorted(rows, key=lambda row: row.created)
 
 
@@ -237,7 +238,7 @@ def finish(task_id: str, *, context: str = "", namespace: str = "") -> list[str]
     deleted: list[str] = []
     if kubernetes_configured() or context:
         deleted += detached.finish(task_id, context=context, namespace=namespace)
-        deleted += experiments.finish(task_id, context=context, namespace=namespace)
+        deleted += experiment_tasks.finish(task_id, context=context, namespace=namespace)
     deleted += [name for backend in _backends(context, namespace)
                 for name in backend.finish(task_id) if name not in deleted]
     if not deleted and meta is None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import itertools
 import selectors
 import socket
-import ssl
 import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ..kube._wsframes import read_frames
+from ..kube.exec import STDERR, STDOUT, ExecStream
 
 _HEADER = struct.Struct(">cII")  # type, channel, length (as mux.pl)
 
@@ -26,11 +24,11 @@ _HEADER = struct.Struct(">cII")  # type, channel, length (as mux.pl)
 class PodRelay:
     """Serve ``socket_path`` for one pod until its stream or the relay closes.
 
-    ``open_stream()`` returns a kubernetes ``WSClient`` (binary, not preloaded) running
-    mux.pl; ``on_closed(reason)`` is called once when the relay stops by itself.
+    ``open_stream()`` returns an exec stream running mux.pl; ``on_closed(reason)`` is
+    called once when the relay stops by itself.
     """
 
-    def __init__(self, pod: str, socket_path: Path, open_stream: Callable[[], Any],
+    def __init__(self, pod: str, socket_path: Path, open_stream: Callable[[], ExecStream],
                  on_closed: Callable[[str], None]) -> None:
         self.pod = pod
         self.socket_path = socket_path
@@ -62,7 +60,7 @@ class PodRelay:
 
     def _serve(self) -> str:
         stream = self._open_stream()
-        raw = stream.sock.sock
+        raw = stream.socket
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         tmp = self.socket_path.with_name(self.socket_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -82,13 +80,14 @@ class PodRelay:
         buffer = b""
         try:
             while not self._stop.is_set():
-                pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
+                pending = stream.pending()
                 events = selector.select(timeout=0 if pending else 0.5)
                 if pending or any(key.data == "stream" for key, _ in events):
-                    received, closed = read_frames(stream)
-                    buffer += received.get(1, b"")
-                    if 2 in received:
-                        self.error = (self.error + received[2].decode(errors="replace"))[-2000:]
+                    received, closed = stream.read()
+                    buffer += received.get(STDOUT, b"")
+                    if STDERR in received:
+                        self.error = (self.error
+                                      + received[STDERR].decode(errors="replace"))[-2000:]
                     buffer = self._deliver(buffer, conns, selector, stream)
                     if closed:
                         said = f": {self.error.strip()[-500:]}" if self.error.strip() else ""
@@ -109,7 +108,7 @@ class PodRelay:
                     elif isinstance(key.data, int) and key.data in conns:  # not ended this round
                         outgoing += self._forward(key.data, conns, selector)
                 if outgoing:
-                    stream.write_stdin(bytes(outgoing))
+                    stream.write(bytes(outgoing))
             return "stopped"
         finally:
             for conn in conns.values():
@@ -137,7 +136,7 @@ class PodRelay:
 
     @staticmethod
     def _deliver(buffer: bytes, conns: dict[int, socket.socket],
-                 selector: selectors.BaseSelector, stream: Any) -> bytes:
+                 selector: selectors.BaseSelector, stream: ExecStream) -> bytes:
         while len(buffer) >= _HEADER.size:
             kind, channel, size = _HEADER.unpack_from(buffer)
             if len(buffer) < _HEADER.size + size:
@@ -152,7 +151,7 @@ class PodRelay:
                     conn.sendall(data)
                     continue
                 except OSError:  # the job client is gone: the pod's end must close too
-                    stream.write_stdin(_HEADER.pack(b"E", channel, 0))
+                    stream.write(_HEADER.pack(b"E", channel, 0))
             selector.unregister(conn)
             conn.close()
             del conns[channel]

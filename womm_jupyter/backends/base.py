@@ -104,7 +104,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def delete(self) -> str:
-        """Remove everything ``launch`` created; return the kind of what was deleted."""
+        """Remove everything ``launch`` created; return the kind of what was deleted ("" when
+        it created nothing)."""
 
     @abc.abstractmethod
     def tasks(self, all_owners: bool) -> list[TaskInfo]:

@@ -13,13 +13,23 @@ import datetime as dt
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from .. import _paths
-from ..errors import BackendError, MissingToolError
 from ..kube import manifests
+from ..kube.client import (
+    WAITING_WILL_NOT_CURE,
+    ApiError,
+    Watch,
+    clients,
+    delete_each,
+    lease_alive,
+    load_config,
+    now,
+    renew_lease,
+)
+from ..kube.exec import ExecStream, open_exec
+from ..kube.shared_volume import shared_claim
 from ..naming import owner, task_object_name
 from ._relay import PodRelay
 from .base import (
@@ -33,69 +43,7 @@ from .base import (
     WorkerPlan,
 )
 
-# Waiting reasons that will not fix themselves within a start timeout.
-_FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                  "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff"}
-_STALE_LEASE = 10.0
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _api_error(exc: Exception, doing: str, namespace: str) -> BackendError:
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", "") or str(exc)
-    if status == 403:
-        return BackendError(
-            f"Kubernetes refused to let you {doing} in namespace {namespace} (Forbidden): ask "
-            "an admin to apply `womm cluster-setup` there and to bind you to its Role, or "
-            "choose another namespace with --namespace.", getattr(exc, "body", "") or "")
-    return BackendError(f"Kubernetes could not {doing} in namespace {namespace}: {reason}",
-                        getattr(exc, "body", "") or "")
-
-
-def load_config(context: str = "") -> tuple[Any, str]:
-    """An ApiClient and the namespace of the kubeconfig context (or in-cluster config)."""
-    import os
-
-    from kubernetes import client, config
-
-    try:
-        if "KUBERNETES_SERVICE_HOST" in os.environ and not context:
-            config.load_incluster_config()
-            namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            return client.ApiClient(), namespace.read_text().strip() or "default"
-        # KUBECONFIG as it is now: the client reads it once, at import, so a kernel whose
-        # user set os.environ["KUBECONFIG"] later would get the old one.
-        files = os.environ.get("KUBECONFIG") or None
-        config.load_kube_config(config_file=files, context=context or None)
-        _, active = config.list_kube_config_contexts(config_file=files)
-        chosen = active
-        if context:
-            contexts, _ = config.list_kube_config_contexts(config_file=files)
-            chosen = next(c for c in contexts if c["name"] == context)
-        return client.ApiClient(), chosen.get("context", {}).get("namespace") or "default"
-    except Exception as exc:  # the loader raises ConfigException, StopIteration, OSError...
-        raise MissingToolError(f"no usable Kubernetes configuration ({exc}): set KUBECONFIG "
-                               "or --context, or choose --backend docker or local.") from exc
-
-
-def delete_each(namespace: str,
-                targets: Iterable[tuple[str, Callable[..., Any], str]]) -> list[str]:
-    """Delete ``(kind, delete_namespaced_x, name)`` objects, owned ones in the background;
-    returns ``kind/name`` of those that existed. An object already gone is no error."""
-    from kubernetes.client.exceptions import ApiException
-
-    deleted = []
-    for kind, delete, name in targets:
-        try:
-            delete(name, namespace, propagation_policy="Background")
-            deleted.append(f"{kind}/{name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"delete {kind}/{name}", namespace) from exc
-    return deleted
+__all__ = ["KubernetesBackend", "load_config"]
 
 
 class KubernetesBackend(Backend):
@@ -105,14 +53,12 @@ class KubernetesBackend(Backend):
     replaces_workers = True
 
     def __init__(self, context: str = "", namespace: str = "") -> None:
-        from kubernetes import client
-
         self._context = context
-        self._api_client, default_namespace = load_config(context)
-        self.namespace = namespace or default_namespace
-        self.core = client.CoreV1Api(self._api_client)
-        self.apps = client.AppsV1Api(self._api_client)
-        self.coordination = client.CoordinationV1Api(self._api_client)
+        self.clients = clients(context, namespace)
+        self.namespace = self.clients.namespace
+        self.core = self.clients.core
+        self.apps = self.clients.apps
+        self.coordination = self.clients.coordination
         self._plan: LaunchPlan | None = None
         self._on_gone: GoneCallback | None = None
         self._lock = threading.Lock()
@@ -126,27 +72,22 @@ class KubernetesBackend(Backend):
         self._stop = threading.Event()
         self._last_fatal_check = 0.0
         self._fatal = ""
-        self._watch: Any = None
+        self._watch: Watch | None = None
+        self._created = False  # the Deployment exists: delete() has something to delete
         self._watcher: threading.Thread | None = None
 
     # -- launch and watch -------------------------------------------------------------------
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        from ..kube.shared_volume import shared_claim
-
         plan = dataclasses.replace(plan, shared_claim=shared_claim(self.core, self.namespace))
         self._plan, self._on_gone = plan, on_gone
         self._free = list(plan.workers)
         for worker in plan.workers:
             worker.socket_dir.mkdir(parents=True, exist_ok=True)
         body = manifests.worker_deployment(plan, _paths.transport_file("agent.pl").read_text())
-        try:
-            created = self.apps.create_namespaced_deployment(self.namespace, body)
-            self.coordination.create_namespaced_lease(
-                self.namespace, manifests.lease(plan, created.metadata.uid, _now()))
-        except ApiException as exc:
-            raise _api_error(exc, "create the workers' Deployment", self.namespace) from exc
+        created = self.apps.create_namespaced_deployment(self.namespace, body)
+        self._created = True
+        self.coordination.create_namespaced_lease(
+            self.namespace, manifests.lease(plan, created.metadata.uid, now()))
         self._watcher = threading.Thread(target=self._watch_pods, daemon=True,
                                          name=f"womm-watch-{plan.task_id}")
         self._watcher.start()
@@ -156,8 +97,6 @@ class KubernetesBackend(Backend):
         return f"{MANAGED_BY}=womm,{LABEL_TASK}={task_id}"
 
     def _watch_pods(self) -> None:
-        from kubernetes import watch
-
         assert self._plan is not None
         selector = self._selector(self._plan.task_id)
         while not self._stop.is_set():
@@ -165,7 +104,7 @@ class KubernetesBackend(Backend):
                 listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
                 for pod in listed.items:
                     self._pod_event("ADDED", pod)
-                stream = watch.Watch()
+                stream = Watch()
                 self._watch = stream
                 for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
                                            label_selector=selector, timeout_seconds=60,
@@ -241,19 +180,11 @@ class KubernetesBackend(Backend):
         with self._lock:
             return sorted(self._relays)
 
-    def exec_stream(self, pod: str, command: list[str]) -> Any:
-        """A binary exec stream (stdin open, not preloaded) running ``command`` in ``pod``;
-        read it with ``_wsframes``."""
-        from kubernetes import client
-        from kubernetes.stream import stream
+    def exec_stream(self, pod: str, command: list[str]) -> ExecStream:
+        """An exec stream (stdin open) running ``command`` in ``pod``."""
+        return open_exec(self.clients, pod, command)
 
-        # stream() patches its ApiClient while it runs: give each stream a client of its own.
-        api = client.CoreV1Api(client.ApiClient(self._api_client.configuration))
-        return stream(api.connect_get_namespaced_pod_exec, pod, self.namespace,
-                      command=command, stdin=True, stdout=True, stderr=True, tty=False,
-                      _preload_content=False, binary=True)
-
-    def _stream_opener(self, pod: str) -> Any:
+    def _stream_opener(self, pod: str) -> functools.partial[ExecStream]:
         mux = _paths.transport_file("mux.pl").read_text()
         return functools.partial(self.exec_stream, pod,
                                  ["perl", "-e", mux, f"{manifests.AGENT_SOCKET_DIR}/agent.sock"])
@@ -295,9 +226,8 @@ class KubernetesBackend(Backend):
         assert self._plan is not None
         name = task_object_name(self._plan.task_id)
         try:
-            self.coordination.patch_namespaced_lease(name, self.namespace,
-                                                     {"spec": {"renewTime": _now()}})
-        except Exception as exc:  # a missed beat is not fatal; the next one may pass
+            renew_lease(self.clients, name)
+        except ApiError as exc:  # a missed beat is not fatal; the next one may pass
             self._problems["lease"] = f"heartbeat failed: {exc}"
 
     def fatal(self) -> str:
@@ -308,15 +238,15 @@ class KubernetesBackend(Backend):
             return self._prepare_failed
         problems = dict(self._problems)
         for pod, why in problems.items():
-            if any(reason in why for reason in _FATAL_WAITING):
+            if any(reason in why for reason in WAITING_WILL_NOT_CURE):
                 return f"pod {pod}: {why}"
         # Pods that do not fit wait for room; only when none fits is it hopeless.
         unschedulable = [pod for pod, why in problems.items() if "Unschedulable" in why]
         if unschedulable and len(unschedulable) == len(self._pods - self._deleted):
             return f"pod {unschedulable[0]}: {problems[unschedulable[0]]}"
-        now = time.monotonic()
-        if self._plan is not None and now - self._last_fatal_check > 1.0:
-            self._last_fatal_check = now
+        moment = time.monotonic()
+        if self._plan is not None and moment - self._last_fatal_check > 1.0:
+            self._last_fatal_check = moment
             try:
                 deployment = self.apps.read_namespaced_deployment(
                     task_object_name(self._plan.task_id), self.namespace)
@@ -325,8 +255,8 @@ class KubernetesBackend(Backend):
                 for condition in deployment.status.conditions or []:
                     if condition.type == "ReplicaFailure" and condition.status == "True":
                         return f"{condition.reason}: {condition.message}"
-            except Exception as exc:
-                return f"the Deployment cannot be read ({getattr(exc, 'reason', exc)})"
+            except ApiError as exc:
+                return f"the Deployment cannot be read ({exc.reason or exc})"
         return ""
 
     def diagnose(self, worker: str) -> str:
@@ -334,8 +264,6 @@ class KubernetesBackend(Backend):
 
     # -- cleanup ----------------------------------------------------------------------------
     def delete(self) -> str:
-        from kubernetes.client.exceptions import ApiException
-
         self._stop.set()
         self._end_watch()
         with self._lock:
@@ -344,29 +272,18 @@ class KubernetesBackend(Backend):
         for relay, place in relays:
             relay.close()
             place.socket.unlink(missing_ok=True)
-        assert self._plan is not None
-        try:
-            self.apps.delete_namespaced_deployment(task_object_name(self._plan.task_id),
-                                                   self.namespace,
-                                                   propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, "delete the workers' Deployment", self.namespace) from exc
+        if self._plan is None or not self._created:  # its launch failed before creating it
+            return ""
+        delete_each(self.namespace, (("deployment.apps", self.apps.delete_namespaced_deployment,
+                                      task_object_name(self._plan.task_id)),))
         return "deployment.apps"
 
     def _end_watch(self) -> None:
         # A daemon thread blocked in an SSL read while the interpreter exits makes it abort
         # (SIGABRT, exit status 134, seen about once in ten failed runs): end the pod watch's
         # read by shutting its connection down, and let the thread return first.
-        watch = self._watch
-        if watch is not None:
-            watch.stop()
-            response = getattr(watch, "_resp", None)
-            try:
-                if response is not None:
-                    response.shutdown()
-            except Exception:  # already closed, or an older urllib3: the join may time out
-                pass
+        if self._watch is not None:
+            self._watch.shutdown()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5)
 
@@ -379,14 +296,12 @@ class KubernetesBackend(Backend):
             self.namespace, label_selector=selector).items}
         shells = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"{selector},womm/kind=shell").items
-        now = dt.datetime.now(dt.UTC)
+        at = dt.datetime.now(dt.UTC)
 
         def row(meta: Any, ready: int, desired: int) -> TaskInfo:
             notes = meta.annotations or {}
             task_id = meta.labels.get(LABEL_TASK, meta.name)
-            lease = leases.get(task_object_name(task_id))
-            renewed = lease.spec.renew_time if lease else None
-            alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
+            alive = lease_alive(leases.get(task_object_name(task_id)), at)
             return TaskInfo(
                 task_id=task_id, backend=self.name, created=meta.creation_timestamp.timestamp(),
                 status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),

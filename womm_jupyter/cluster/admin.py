@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import BackendError
 from ..kube import manifests
+from ..kube.client import ApiError, Clients, clients
 from ..options import parse_memory
 
 __all__ = ["NodeUsage", "member_kubeconfig", "node_usage", "parse_cpu", "write_kubeconfig"]
@@ -24,29 +25,15 @@ __all__ = ["NodeUsage", "member_kubeconfig", "node_usage", "parse_cpu", "write_k
 _SYSTEM_NAMESPACES = {"kube-system"}
 
 
-def _call(doing: str, namespace: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-    from kubernetes.client.exceptions import ApiException
-
-    from ..backends.kubernetes import _api_error
-
-    try:
-        return function(*args, **kwargs)
-    except ApiException as exc:
-        raise _api_error(exc, doing, namespace) from exc
-
-
-def _apply(api: Any, body: dict[str, Any], namespace: str) -> None:
+def _apply(built: Clients, body: dict[str, Any], namespace: str) -> None:
     """Create ``body``, or replace it when it exists (a repeated kubeconfig)."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     kind, name = body["kind"], body["metadata"]["name"]
     if kind == "ServiceAccount":
-        core = client.CoreV1Api(api)
+        core = built.core
         create, replace = (core.create_namespaced_service_account,
                            core.replace_namespaced_service_account)
     else:
-        rbac = client.RbacAuthorizationV1Api(api)
+        rbac = built.rbac
         create, replace = {
             "Role": (rbac.create_namespaced_role, rbac.replace_namespaced_role),
             "RoleBinding": (rbac.create_namespaced_role_binding,
@@ -54,34 +41,26 @@ def _apply(api: Any, body: dict[str, Any], namespace: str) -> None:
         }[kind]
     try:
         create(namespace, body)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status != 409:
-            from ..backends.kubernetes import _api_error
-
-            raise _api_error(exc, f"create {kind} {name}", namespace) from exc
+            raise
         if kind != "ServiceAccount":  # a ServiceAccount has nothing to bring up to date
-            _call(f"update {kind} {name}", namespace, replace, name, namespace, body)
+            replace(name, namespace, body)
 
 
 def member_kubeconfig(namespace: str, user: str = "womm-member", days: int = 30,
                       context: str = "") -> dict[str, Any]:
     """Set up ``user``'s least-privilege access to ``namespace`` and return a kubeconfig
     (as a dict) that uses it, with a token valid for ``days`` days."""
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
-
-    api, _ = load_config(context)
-    core = client.CoreV1Api(api)
-    _call(f"read namespace {namespace}", namespace, core.read_namespace, namespace)
+    built = clients(context, namespace)
+    core = built.core
+    core.read_namespace(namespace)
     for body in manifests.namespace_access(user, namespace):
-        _apply(api, body, namespace)
+        _apply(built, body, namespace)
     request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                "spec": {"expirationSeconds": days * 86400}}
-    token = _call(f"request a token for ServiceAccount {user}", namespace,
-                  core.create_namespaced_service_account_token, user, namespace,
-                  request).status.token
-    configuration = api.configuration
+    token = core.create_namespaced_service_account_token(user, namespace, request).status.token
+    configuration = built.api_client.configuration
     cluster: dict[str, Any] = {"server": configuration.host}
     if configuration.ssl_ca_cert:
         cluster["certificate-authority-data"] = base64.b64encode(
@@ -146,15 +125,10 @@ class NodeUsage:
 
 def node_usage(context: str = "") -> list[NodeUsage]:
     """Every node with allocatable vs requested CPU and memory, by name."""
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
-
-    api, _ = load_config(context)
-    core = client.CoreV1Api(api)
-    nodes = _call("list nodes", "(cluster-wide)", core.list_node).items
-    pods = _call("list pods", "(all namespaces)", core.list_pod_for_all_namespaces,
-                 field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+    core = clients(context).core
+    nodes = core.list_node().items
+    pods = core.list_pod_for_all_namespaces(
+        field_selector="status.phase!=Succeeded,status.phase!=Failed").items
     usage = []
     for node in nodes:
         mine = [pod for pod in pods if pod.spec.node_name == node.metadata.name]

@@ -14,9 +14,10 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
 
+from ..errors import WommError
 from ..kube import manifests
+from ..kube.client import ApiError, Clients, clients
 
 __all__ = ["Check", "check"]
 
@@ -41,38 +42,35 @@ class Check:
 
 def check(*, context: str = "", namespace: str = "", image: str = "") -> list[Check]:
     """Every check, in order; later ones are skipped (not run) when the API is unreachable."""
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
-    from ..errors import WommError
-
     try:
-        api, default_namespace = load_config(context)
+        built = clients(context, namespace)
     except WommError as exc:
         return [Check("kubeconfig", False, str(exc),
                       "point KUBECONFIG at your cluster's kubeconfig (ask your admin for one: "
                       "`womm admin kubeconfig NAMESPACE`)")]
-    namespace = namespace or default_namespace
-    host = api.configuration.host
+    namespace = built.namespace
+    host = built.server
     found = [Check("kubeconfig", True, f"API server {host}, namespace {namespace}")]
     try:
-        version = client.VersionApi(api).get_code()
-    except Exception as exc:  # refused, TLS, DNS, timeouts: all mean "not reachable"
-        found.append(Check("API server", False, f"{host} did not answer: {_reason(exc)}",
+        version = built.version.get_code()
+    except ApiError as exc:  # refused, TLS, DNS, timeouts: all mean "not reachable"
+        found.append(Check("API server", False, f"{host} did not answer: {exc.reason or exc}",
                            "check the cluster is running and this machine can reach it "
                            "(VPN, proxy, the kubeconfig's server address)"))
         return found
     found.append(Check("API server", True, f"{host} answers (Kubernetes {version.git_version})"))
-    found.append(_permissions(api, namespace))
-    found.append(_pod_security(api, namespace))
+    try:
+        found.append(_permissions(built))
+    except ApiError as exc:
+        found.append(Check("permissions", None, f"could not be asked: {exc}",
+                           "ask an admin to check your access to the namespace"))
+    found.append(_pod_security(built))
     found.append(_image(image))
     return found
 
 
-def _permissions(api: Any, namespace: str) -> Check:
-    from kubernetes import client
-
-    auth = client.AuthorizationV1Api(api)
+def _permissions(built: Clients) -> Check:
+    auth, namespace = built.authorization, built.namespace
     missing = []
     asked = 0
     for rule in manifests.ROLE_RULES:
@@ -99,21 +97,19 @@ def _permissions(api: Any, namespace: str) -> Check:
                  f"namespace {namespace}")
 
 
-def _pod_security(api: Any, namespace: str) -> Check:
+def _pod_security(built: Clients) -> Check:
     """The Pod Security level the namespace enforces, from its labels. Members may not read
     Namespaces (the Role grants nothing on them, and need not: womm never reads one); then,
     and when no label is set (the cluster's default level applies), a server-side dry run of
     a privileged pod asks admission itself: nothing is created."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(api)
+    core, namespace = built.core, built.namespace
     advice = (f"ask an admin to apply `womm cluster-setup --namespace {namespace}` (Pod "
               "Security baseline), unless lazy shares with --privileged-fuse must run here")
     try:
         labels = core.read_namespace(namespace).metadata.labels or {}
         level = labels.get(manifests.POD_SECURITY_ENFORCE, "")
         source = f"label {manifests.POD_SECURITY_ENFORCE}" if level else "no label"
-    except client.ApiException as exc:
+    except ApiError as exc:
         if exc.status not in (401, 403):
             return Check("pod security", None, f"could not read Namespace {namespace}: "
                          f"{exc.status} {exc.reason}")
@@ -131,8 +127,8 @@ def _pod_security(api: Any, namespace: str) -> Check:
                                       "securityContext": {"privileged": True}}]}}
     try:
         core.create_namespaced_pod(namespace, probe, dry_run="All")
-    except client.ApiException as exc:
-        refused = re.search(r'violates PodSecurity \\?"(\w+)', str(exc.body))
+    except ApiError as exc:
+        refused = re.search(r'violates PodSecurity \\?"(\w+)', exc.reason)
         if exc.status == 403 and refused:
             return Check("pod security", True, f"namespace {namespace} enforces Pod Security "
                          f"{refused.group(1)} ({source}; a privileged pod, dry run, was "

@@ -34,12 +34,15 @@ def read_frames(stream: Any) -> tuple[dict[int, bytes], bool]:
     Call it when the socket is readable (or :func:`frames_waiting`); it returns as soon as
     no further frame is waiting.
     """
-    from websocket import ABNF
+    from websocket import ABNF, WebSocketConnectionClosedException
 
     received: dict[int, bytes] = {}
     ws = stream.sock
     while True:
-        opcode, frame = ws.recv_data_frame(True)
+        try:
+            opcode, frame = ws.recv_data_frame(True)
+        except WebSocketConnectionClosedException:  # the connection ended without a close frame
+            return received, True
         if opcode == ABNF.OPCODE_CLOSE:
             return received, True
         if opcode in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) and frame.data:

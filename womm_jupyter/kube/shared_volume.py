@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .client import ApiError
+
 __all__ = ["KEY", "MOUNT", "SETTINGS", "VOLUME", "mount", "settings_record", "shared_claim",
            "volume"]
 
@@ -33,17 +35,14 @@ def settings_record(claim: str, namespace: str | None = None) -> dict[str, Any]:
 
 
 def shared_claim(core: Any, namespace: str) -> str:
-    """The claim recorded in the namespace's :data:`SETTINGS` ("" when there is none)."""
-    from kubernetes.client.exceptions import ApiException
-
-    from ..backends.kubernetes import _api_error
-
+    """The claim recorded in the namespace's :data:`SETTINGS` ("" when there is none);
+    ``core`` is a :class:`~.client.Clients`' ``core``."""
     try:
         record = core.read_namespaced_config_map(SETTINGS, namespace)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status in (403, 404):  # not set up, or not ours to read: no /shared
             return ""
-        raise _api_error(exc, f"read ConfigMap {SETTINGS}", namespace) from exc
+        raise
     return str((record.data or {}).get(KEY, "")).strip()
 
 

@@ -27,16 +27,16 @@ listeners added with :meth:`Experiment.add_listener` (widgets) on its own thread
 
 In the cluster, an experiment ``<id>`` is a root ConfigMap ``womm-task-<id>`` (label
 ``womm/role=experiment``; annotations for `womm status`), a Lease of the same name that the
-running client renews every :data:`HEARTBEAT_SECONDS`, and its pods; the Lease and the pods
-carry an ownerReference to the root, so deleting the root deletes everything. `womm status`
-lists experiments (:func:`tasks`: RUNNING, or ORPHANED once the Lease went stale because the
-client died) and `womm finish ID` (:func:`finish`) deletes them.
+running client renews every :data:`~womm_jupyter.kube.client.HEARTBEAT_SECONDS`, and its
+pods; the Lease and the pods carry an ownerReference to the root, so deleting the root
+deletes everything. `womm status` lists experiments (:func:`.tasks.tasks`: RUNNING, or
+ORPHANED once the Lease went stale because the client died) and `womm finish ID`
+(:func:`.tasks.finish`) deletes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import html
 import os
 import queue
@@ -47,29 +47,30 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
+from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import ImageError, OptionError, WommError
 from ..events import EventStream, HandleStatus
 from ..kube import manifests
+from ..kube.client import (
+    HEARTBEAT_SECONDS,
+    IMAGE_PULL_FAILURES,
+    ApiError,
+    Watch,
+    clients,
+    now,
+    renew_lease,
+)
+from ..kube.shared_volume import shared_claim
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
+from .tasks import LABEL_ATTEMPT, LABEL_EXPERIMENT_TASK, delete_root
 
-__all__ = ["HEARTBEAT_SECONDS", "LABEL_EXPERIMENT_TASK", "Experiment", "ExperimentEvent",
-           "Progress", "TaskOutcome", "finish", "tasks"]
-
-LABEL_EXPERIMENT_TASK = "womm/experiment-task"
-LABEL_ATTEMPT = "womm/attempt"
-
-# Waiting reasons of a pod that waiting will not cure: the image cannot be had.
-_IMAGE_FATAL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+__all__ = ["Experiment", "ExperimentEvent", "Progress", "TaskOutcome"]
 # A Failed pod with one of these pod-level reasons did not fail by itself: it was removed.
 _VANISHED_REASONS = {"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
                      "Preempting", "DeletionByTaintManager", "UnexpectedAdmissionError"}
 _LOG_TAIL_LINES = 40
 _FILE_CHECK_SECONDS = 1.0
-HEARTBEAT_SECONDS = 2.0
-_STALE_LEASE = 10.0  # a Lease not renewed for this long: the client is gone (ORPHANED)
-ROLE_EXPERIMENT = "experiment"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,10 +147,6 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
 
     def __init__(self, options: ExperimentOptions, lines: Iterable[str] | None = None, *,
                  source: str = "standard input") -> None:
-        from kubernetes import client
-
-        from ..backends.kubernetes import load_config
-
         super().__init__(_FINISHED)
         if not options.task_file and lines is None:
             raise OptionError("womm experiment run: give the tasks with -f TASKFILE or on "
@@ -167,9 +164,9 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         except OSError as exc:
             raise OptionError(f"--log-dir: cannot create {self.log_dir} ({exc.strerror}): "
                               "choose a directory you may write") from None
-        api, default_namespace = load_config(options.context)
-        self.namespace = options.namespace or default_namespace
-        self.core = client.CoreV1Api(api)
+        self.clients = clients(options.context, options.namespace)
+        self.namespace = self.clients.namespace
+        self.core = self.clients.core
         self.tasks: dict[int, TaskOutcome] = {}
         # status: running | done (all tasks done) | failed | cancelled (HandleStatus)
         self.progress = Progress()
@@ -278,22 +275,15 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         finally:
             try:
                 self._cleanup()
-            except WommError as exc:
+            except WommError as exc:  # an unreachable API, a Forbidden: the first error stays
                 self.error = self.error or exc
-            self._end()
+            finally:  # whatever happened, whoever waits learns that it ended
+                self._end()
 
     def _run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        from ..backends.kubernetes import _api_error
-        from ..kube.shared_volume import shared_claim
-
         self._shared_claim = shared_claim(self.core, self.namespace)
         self._create_root()
-        try:
-            listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
-        except ApiException as exc:
-            raise _api_error(exc, "list pods", self.namespace) from exc
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
         threading.Thread(target=self._watch, args=(listed.metadata.resource_version,),
                          daemon=True, name=f"womm-experiment-watch-{self.id}").start()
         if self._lines is not None:
@@ -328,47 +318,33 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
 
     def _create_root(self) -> None:
         """The root ConfigMap and the heartbeat Lease (owned by it); start the heartbeat."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        from ..backends.kubernetes import _api_error
-
         source = self.options.task_file or self._source
         annotations = {"womm/command": f"experiment -i {self.options.image} ({source})",
                        "womm/cwd": os.getcwd(), "womm/cpu": f"{self.options.kube_cpu:g}",
                        "womm/mem": self.options.kube_mem,
                        "womm/log-dir": str(self.log_dir.resolve()),
                        "womm/host": socket.gethostname(), "womm/pid": str(os.getpid())}
-        coordination = client.CoordinationV1Api(self.core.api_client)
-        try:
-            root = self.core.create_namespaced_config_map(self.namespace, manifests.experiment_root(
-                task_id=self.id, owner=self.owner, annotations=annotations))
-            self._root_uid = root.metadata.uid
-            coordination.create_namespaced_lease(self.namespace, manifests.experiment_lease(
+        root = self.core.create_namespaced_config_map(self.namespace, manifests.experiment_root(
+            task_id=self.id, owner=self.owner, annotations=annotations))
+        self._root_uid = root.metadata.uid
+        self.clients.coordination.create_namespaced_lease(
+            self.namespace, manifests.experiment_lease(
                 task_id=self.id, owner=self.owner, root_uid=self._root_uid,
-                holder=f"{socket.gethostname()}:{os.getpid()}", now=_now()))
-        except ApiException as exc:
-            raise _api_error(exc, f"create the root of experiment {self.id}",
-                             self.namespace) from exc
-        threading.Thread(target=self._heartbeat, args=(coordination,), daemon=True,
+                holder=f"{socket.gethostname()}:{os.getpid()}", now=now()))
+        threading.Thread(target=self._heartbeat, daemon=True,
                          name=f"womm-experiment-heartbeat-{self.id}").start()
 
-    def _heartbeat(self, coordination: Any) -> None:
-        from kubernetes.client.exceptions import ApiException
-
+    def _heartbeat(self) -> None:
         name = task_object_name(self.id)
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                coordination.patch_namespaced_lease(name, self.namespace,
-                                                    {"spec": {"renewTime": _now()}})
-            except ApiException as exc:
+                renew_lease(self.clients, name)
+            except ApiError as exc:  # a missed beat is not fatal; the next one may pass
                 if exc.status == 404 and not self._stop.is_set():
                     # `womm finish ID` from elsewhere deleted the experiment: stop with it.
                     self.finished_elsewhere = True
                     self.cancel()
                     return
-            except Exception:  # a missed beat is not fatal; the next one may pass
-                continue
 
     def _finished(self) -> bool:
         return self._input_done and all(task.status in ("done", "failed")
@@ -454,10 +430,6 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
             active += 1
 
     def _create_pod(self, task: TaskOutcome) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        from ..backends.kubernetes import _api_error
-
         name = experiment_pod_name(self.id, task.index, task.attempts, task.command)
         labels = {MANAGED_BY: "womm", LABEL_TASK: self.id, LABEL_OWNER: self.owner,
                   LABEL_EXPERIMENT_TASK: str(task.index), LABEL_ATTEMPT: str(task.attempts)}
@@ -469,20 +441,14 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
             memory=self.options.kube_mem,
             root=(task_object_name(self.id), self._root_uid) if self._root_uid else None,
             shared_claim=self._shared_claim)
-        try:
-            self.core.create_namespaced_pod(self.namespace, body)
-        except ApiException as exc:
-            raise _api_error(exc, f"create pod {name}", self.namespace) from exc
+        self.core.create_namespaced_pod(self.namespace, body)
         task.pod, task.last_pod, task.status = name, name, "pending"
         task.attempts += 1
 
     def _watch(self, resource_version: str) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
         while not self._stop.is_set():
             try:
-                stream = watch.Watch()
+                stream = Watch()
                 for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
                                            label_selector=self.selector, timeout_seconds=30,
                                            resource_version=resource_version,
@@ -494,7 +460,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
                     resource_version = pod.metadata.resource_version or resource_version
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         self._inbox.put(("pod", event["type"], pod))
-            except ApiException as exc:
+            except ApiError as exc:
                 if self._stop.is_set():
                     return
                 if exc.status != 410:  # anything else: try the same version again shortly
@@ -552,7 +518,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     def _pending(self, task: TaskOutcome, pod: Any) -> None:
         for status in pod.status.container_statuses or []:
             waiting = status.state.waiting if status.state else None
-            if waiting is not None and waiting.reason in _IMAGE_FATAL:
+            if waiting is not None and waiting.reason in IMAGE_PULL_FAILURES:
                 raise ImageError(f"pod {pod.metadata.name} cannot get image "
                                  f"{self.options.image} ({waiting.reason}): check the name "
                                  "and that the cluster can pull it, then run the experiment "
@@ -622,11 +588,9 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         return bytes(response.data)
 
     def _delete_pod(self, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 404:
                 raise
 
@@ -648,139 +612,14 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
 
     def _cleanup(self) -> None:
         """Delete every pod of this experiment that is left (at the end, on Ctrl-C)."""
-        from kubernetes.client.exceptions import ApiException
-
-        from ..backends.kubernetes import _api_error
-
         self._stop.set()
-        try:
-            left = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
-            for pod in left.items:
-                self._delete_pod(pod.metadata.name)
-                self._emit("deleted", f"pod/{pod.metadata.name} deleted")
-        except ApiException as exc:
-            raise _api_error(exc, f"delete the pods of experiment {self.id}",
-                             self.namespace) from exc
+        left = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        for pod in left.items:
+            self._delete_pod(pod.metadata.name)
+            self._emit("deleted", f"pod/{pod.metadata.name} deleted")
         if self._root_uid and not self.finished_elsewhere:
             # The root last: deleting it also removes the Lease (and any pod created since).
-            _delete_root(self.core, self.id, self.namespace)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _selector(task_id: str = "", owner_name: str = "", role: bool = False) -> str:
-    from ..kube.manifests import LABEL_ROLE
-
-    parts = [f"{MANAGED_BY}=womm"]
-    if task_id:
-        parts.append(f"{LABEL_TASK}={task_id}")
-    if owner_name:
-        parts.append(f"{LABEL_OWNER}={owner_name}")
-    if role:
-        parts.append(f"{LABEL_ROLE}={ROLE_EXPERIMENT}")
-    return ",".join(parts)
-
-
-def _delete_root(core: Any, task_id: str, namespace: str) -> list[str]:
-    """Delete an experiment's Lease and root ConfigMap (its pods go with the root)."""
-    from kubernetes import client
-
-    from ..backends.kubernetes import delete_each
-
-    coordination = client.CoordinationV1Api(core.api_client)
-    name = task_object_name(task_id)
-    return delete_each(namespace, (
-        ("lease.coordination.k8s.io", coordination.delete_namespaced_lease, name),
-        ("configmap", core.delete_namespaced_config_map, name)))
-
-
-def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
-
-    api, default_namespace = load_config(context)
-    return (client.CoreV1Api(api), client.CoordinationV1Api(api),
-            namespace or default_namespace)
-
-
-def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
-    """Experiments in the namespace, for `womm status`: RUNNING while their client renews
-    their Lease, ORPHANED once it stopped (the client died: `womm finish ID` cleans up).
-    HEALTH counts running pods out of the experiment's live pods."""
-    core, coordination, namespace = _clients(context, namespace)
-    owner_name = "" if all_owners else owner()
-    selector = _selector(owner_name=owner_name, role=True)
-    roots = core.list_namespaced_config_map(namespace, label_selector=selector).items
-    if not roots:
-        return []
-    leases = {lease.metadata.name: lease for lease in coordination.list_namespaced_lease(
-        namespace, label_selector=selector).items}
-    pods: dict[str, list[Any]] = {}
-    for pod in core.list_namespaced_pod(namespace, label_selector=_selector(
-            owner_name=owner_name)).items:
-        if pod.metadata.deletion_timestamp is None:
-            pods.setdefault((pod.metadata.labels or {}).get(LABEL_TASK, ""), []).append(pod)
-    now = dt.datetime.now(dt.UTC)
-    rows = []
-    for root in roots:
-        meta = root.metadata
-        task_id = meta.labels.get(LABEL_TASK, "")
-        notes = meta.annotations or {}
-        lease = leases.get(meta.name)
-        renewed = lease.spec.renew_time if lease is not None else None
-        alive = renewed is not None and (now - renewed).total_seconds() < _STALE_LEASE
-        mine = pods.get(task_id, [])
-        rows.append(TaskInfo(
-            task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
-            status="RUNNING" if alive else "ORPHANED", cpu=notes.get("womm/cpu", ""),
-            mem=notes.get("womm/mem", ""),
-            ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
-            desired=len(mine), cwd=notes.get("womm/cwd", ""),
-            command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
-    return rows
-
-
-def finish(task_id: str, *, context: str = "", namespace: str = "",
-           wait: float = 60.0) -> list[str]:
-    """Delete every object of experiment ``task_id`` (pods, Lease, root ConfigMap) and wait
-    until none is left; returns what was deleted ([] when it is no experiment). A client
-    still running it notices its Lease is gone and stops."""
-    from kubernetes.client.exceptions import ApiException
-
-    core, _, namespace = _clients(context, namespace)
-    try:
-        root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            root = None
-        else:
-            raise
-    selector = _selector(task_id=task_id)
-    if root is not None and (root.metadata.labels or {}).get(
-            "womm/role") != ROLE_EXPERIMENT:
-        return []  # another kind of task (--async) with the same name scheme
-    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    if root is None and not pods:
-        return []
-    deleted = _delete_root(core, task_id, namespace)
-    deadline = time.monotonic() + wait
-    while True:  # the garbage collector works asynchronously: see it through
-        left = [pod.metadata.name for pod in
-                core.list_namespaced_pod(namespace, label_selector=selector).items]
-        for name in left:
-            try:
-                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-                if f"pod/{name}" not in deleted:
-                    deleted.append(f"pod/{name}")
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        if not left or time.monotonic() > deadline:
-            return deleted
-        time.sleep(0.5)
+            delete_root(self.clients, self.id)
 
 
 def _terminated(pod: Any) -> Any:

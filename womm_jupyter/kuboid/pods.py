@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import re
-import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Any
 
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import OptionError, PodNotFoundError
+from ..kube.client import WAITING_WILL_NOT_CURE, ApiError, clients
+from ..kube.exec import STATUS, STDERR, STDOUT, ExecStream, exit_status, open_exec
 from ..naming import owner
 
 __all__ = ["STATES", "PodFilter", "PodTerminal", "Pods", "pod_state"]
@@ -34,8 +34,6 @@ STATES = ("completed", "oom", "errored", "running", "pending", "terminating")
 # What `womm pods shell` runs when no command is given: bash when the image has it.
 INTERACTIVE_SHELL = ("/bin/sh", "-c",
                      "if command -v bash >/dev/null 2>&1; then exec bash -i; fi; exec sh -i")
-_BAD_WAITING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +75,7 @@ def pod_state(pod: Any) -> str:
         return "terminating"
     for status in statuses:
         waiting = status.state.waiting if status.state else None
-        if waiting is not None and waiting.reason in _BAD_WAITING:
+        if waiting is not None and waiting.reason in WAITING_WILL_NOT_CURE:
             return "errored"
     return "running" if phase == "Running" else "pending"
 
@@ -97,36 +95,20 @@ class Pods:
 
     def __init__(self, context: str = "", namespace: str = "", *, all_pods: bool = False,
                  task: str = "") -> None:
-        from kubernetes import client
-
-        from ..backends.kubernetes import load_config
-
-        api, default_namespace = load_config(context)
-        self._api = api
-        self.namespace = namespace or default_namespace
-        self.core = client.CoreV1Api(api)
+        self.clients = clients(context, namespace)
+        self.namespace = self.clients.namespace
+        self.core = self.clients.core
         selector = [] if all_pods else [f"{MANAGED_BY}=womm", f"{LABEL_OWNER}={owner()}"]
         if task:
             selector.append(f"{LABEL_TASK}={task}")
         self.selector = ",".join(selector)
         self._scope = "pods" if all_pods else "womm pods of yours"
 
-    def _call(self, doing: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-
-        from ..backends.kubernetes import _api_error
-
-        try:
-            return function(*args, **kwargs)
-        except ApiException as exc:
-            raise _api_error(exc, doing, self.namespace) from exc
-
     def list(self, keep: PodFilter | None = None, names: Sequence[str] | None = None
              ) -> list[Any]:
         """The pods in scope that pass ``keep``, sorted by name; only ``names`` when given
         (each must be in scope, else PodNotFoundError)."""
-        pods = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
-                          label_selector=self.selector).items
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
         by_name = {pod.metadata.name: pod for pod in pods}
         if names is not None:
             missing = [name for name in names if name not in by_name]
@@ -163,8 +145,8 @@ class Pods:
 
     def logs(self, name: str) -> bytes:
         """The pod's log (its first container's, or the ``task`` container's)."""
-        response = self._call(f"read the log of pod {name}", self.core.read_namespaced_pod_log,
-                              name, self.namespace, _preload_content=False)
+        response = self.core.read_namespaced_pod_log(name, self.namespace,
+                                                     _preload_content=False)
         return bytes(response.data)
 
     def savelog(self, name: str, directory: Path) -> Path:
@@ -182,64 +164,44 @@ class Pods:
 
     def delete(self, name: str) -> None:
         """Delete the pod (now: no grace period)."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 404:
-                from ..backends.kubernetes import _api_error
-
-                raise _api_error(exc, f"delete pod {name}", self.namespace) from exc
+                raise
 
     def exec(self, name: str, command: Sequence[str], stdout: Callable[[bytes], Any],
              stderr: Callable[[bytes], Any]) -> int:
         """Run ``command`` in the pod; stream its output to the callbacks; return its exit
         status as the pod reports it."""
-        from kubernetes import client
-        from kubernetes.stream import stream
-
         if not command:
             raise OptionError("womm pods exec: give the command after `--`, e.g. "
                               "womm pods exec NAME -- ls -l")
-        # stream() patches the ApiClient it is given while it runs: use one of its own.
-        api = client.CoreV1Api(client.ApiClient(self._api.configuration))
-        response = self._call(f"exec in pod {name}", stream,
-                              api.connect_get_namespaced_pod_exec, name, self.namespace,
-                              command=list(command), stdin=False, stdout=True, stderr=True,
-                              tty=False, _preload_content=False, binary=True)
+        stream = open_exec(self.clients, name, command, stdin=False)
+        status = b""
         try:
-            while response.is_open():
-                response.update(timeout=1)
-                if response.peek_stdout():
-                    stdout(response.read_stdout())
-                if response.peek_stderr():
-                    stderr(response.read_stderr())
-            out, err = response.read_stdout(), response.read_stderr()
-            if out:
-                stdout(out)
-            if err:
-                stderr(err)
-            code = response.returncode
+            closed = False
+            while not closed:
+                if not stream.wait(1.0):
+                    continue
+                received, closed = stream.read()
+                if received.get(STDOUT):
+                    stdout(received[STDOUT])
+                if received.get(STDERR):
+                    stderr(received[STDERR])
+                status += received.get(STATUS, b"")
         finally:
-            response.close()
-        return int(code) if code is not None else 1
+            stream.close()
+        code = exit_status(status)
+        return code if code is not None else 1
 
     def terminal(self, name: str, command: Sequence[str] = INTERACTIVE_SHELL,
                  container: str = "") -> PodTerminal:
         """Open ``command`` (an interactive shell by default) on a terminal in pod ``name``,
         which must be running; see :class:`PodTerminal`."""
-        from kubernetes import client
-        from kubernetes.stream import stream
-
         container = self.running_container(name, container)
-        api = client.CoreV1Api(client.ApiClient(self._api.configuration))
-        response = self._call(f"open a terminal in pod {name}", stream,
-                              api.connect_get_namespaced_pod_exec, name, self.namespace,
-                              container=container, command=list(command),
-                              stdin=True, stdout=True, stderr=False, tty=True,
-                              _preload_content=False, binary=True)
-        return PodTerminal(response)
+        return PodTerminal(open_exec(self.clients, name, command, stderr=False, tty=True,
+                                     container=container))
 
     def running_container(self, name: str, container: str = "") -> str:
         """``container`` (default: the first) of pod ``name``, after checking that the pod is
@@ -290,8 +252,8 @@ class Pods:
                                          or state.last_state.waiting):
                     lines.append(f"  Last:     {_describe_state(state.last_state)}")
                 lines.append(f"  Restarts: {state.restart_count}")
-        events = self._call("list events", self.core.list_namespaced_event, self.namespace,
-                            field_selector=f"involvedObject.name={meta.name}").items
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={meta.name}").items
         lines.append("Events:" if events else "Events:     none")
         for event in sorted(events, key=lambda e: str(e.last_timestamp or e.event_time or "")):
             lines.append(f"  {event.type:<8} {event.reason:<18} {event.message or ''}")
@@ -305,49 +267,39 @@ class PodTerminal:
     :attr:`closed`, :attr:`returncode` is the command's exit status as the pod reports it.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: ExecStream) -> None:
         self._stream = stream
         self._status = b""
         self.closed = False
 
     def fileno(self) -> int:
         """The stream's socket, for ``select``."""
-        return int(self._stream.sock.sock.fileno())
+        return self._stream.fileno()
 
     def ready(self) -> bool:
         """Whether bytes are already decrypted and waiting (``select`` cannot see those)."""
-        raw = self._stream.sock.sock
-        return isinstance(raw, ssl.SSLSocket) and raw.pending() > 0
+        return self._stream.pending()
 
     def read(self) -> bytes:
         """The terminal's output received so far (b"" and :attr:`closed` at the end)."""
-        from ..kube._wsframes import read_frames
-
-        received, closed = read_frames(self._stream)
-        self._status += received.get(3, b"")
+        received, closed = self._stream.read()
+        self._status += received.get(STATUS, b"")
         self.closed = self.closed or closed
-        return received.get(1, b"")
+        return received.get(STDOUT, b"")
 
     def write(self, data: bytes) -> None:
         """Send typed bytes (Ctrl-C included: the remote terminal makes it a signal)."""
-        self._stream.write_stdin(data)
+        self._stream.write(data)
 
     def resize(self, rows: int, columns: int) -> None:
         """Tell the remote terminal its window size."""
-        self._stream.write_channel(4, json.dumps({"Width": columns, "Height": rows}))
+        self._stream.resize(rows, columns)
 
     @property
     def returncode(self) -> int:
         """The command's exit status (255 when the pod reported none, e.g. it was deleted)."""
-        if not self._status:
-            return 255
-        status = json.loads(self._status)
-        if status.get("status") == "Success":
-            return 0
-        for cause in (status.get("details") or {}).get("causes") or []:
-            if cause.get("reason") == "ExitCode":
-                return int(cause.get("message", 1))
-        return 255
+        code = exit_status(self._status)
+        return 255 if code is None else code
 
     def close(self) -> None:
         """Close the stream (the remote command gets a hang-up)."""

@@ -231,8 +231,9 @@ class Dispatch:
             for backend in reversed(self._backends):
                 try:
                     kind = backend.delete()
-                    name = task_object_name(self.task_id)
-                    self.emit(Event("deleted", f'{kind} "{name}" deleted'))
+                    if kind:  # "": its launch failed before it created anything
+                        name = task_object_name(self.task_id)
+                        self.emit(Event("deleted", f'{kind} "{name}" deleted'))
                 except WommError as exc:
                     self.emit(Event("lost", f"womm: cleanup failed: {exc}"))
             tasks.remove(self.task_id)

@@ -34,9 +34,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import backends
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from ..kube import manifests
+from ..kube.client import (
+    WAITING_WILL_NOT_CURE,
+    ApiError,
+    Watch,
+    clients,
+    delete_each,
+    see_through,
+)
+from ..kube.shared_volume import shared_claim
 from ..naming import owner as current_owner
 from ..naming import task_object_name
 from ..options import ParallelOptions
@@ -63,26 +73,19 @@ class Submitted:
 
 
 def _clients(context: str, namespace: str) -> tuple[Any, Any, str]:
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
-
-    api, default_namespace = load_config(context)
-    return client.CoreV1Api(api), client.BatchV1Api(api), namespace or default_namespace
+    built = clients(context, namespace)
+    return built.core, built.batch, built.namespace
 
 
 def _leader_image(core: Any, namespace: str, explicit: str) -> str:
-    from kubernetes.client.exceptions import ApiException
-
     if explicit:
         return explicit
     try:
         record = core.read_namespaced_config_map(manifests.LEADER, namespace)
         image = (record.data or {}).get("image", "")
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status not in (403, 404):
-            raise BackendError(f"could not read ConfigMap {manifests.LEADER} in namespace "
-                               f"{namespace}: {exc.reason}") from exc
+            raise
         image = ""
     if not image:
         raise ImageError(
@@ -108,14 +111,8 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     ImageError
         when no leader image is known.
     """
-    from kubernetes.client.exceptions import ApiException
-
-    from ..backends import kubernetes_configured
-    from ..backends.kubernetes import _api_error
-    from ..kube.shared_volume import shared_claim
-
     if options.backend in ("docker", "local") or (options.backend == "auto"
-                                                   and not kubernetes_configured()
+                                                   and not backends.kubernetes_configured()
                                                    and not options.context):
         raise OptionError("--async needs a Kubernetes cluster (the coordinator runs there): "
                           "set KUBECONFIG or --context, or run without --async.")
@@ -169,24 +166,21 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     root = manifests.detached_root(
         task_id=task_id, owner=owner, annotations=annotations, spec=json.dumps(spec),
         stdin_b64=None if stdin is None else base64.b64encode(stdin).decode())
-    try:
-        created = core.create_namespaced_config_map(namespace, root)
-    except ApiException as exc:
-        raise _api_error(exc, "create the task's ConfigMap", namespace) from exc
+    created = core.create_namespaced_config_map(namespace, root)
     try:
         batch.create_namespaced_job(namespace, manifests.leader_job(
             task_id=task_id, owner=owner, root_uid=created.metadata.uid, image=image,
             annotations=annotations, shared_claim=shared_claim(core, namespace)))
-    except ApiException as exc:
-        core.delete_namespaced_config_map(name, namespace)
-        raise _api_error(exc, "create the leader Job", namespace) from exc
+    except ApiError:
+        delete_each(namespace, (("configmap", core.delete_namespaced_config_map, name),))
+        raise
     if method == "eager":
         try:
             _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
         except BaseException:
             # Nothing half-made stays: the Job at once (its pod follows), then the root.
-            batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-            core.delete_namespaced_config_map(name, namespace, propagation_policy="Background")
+            delete_each(namespace, (("job.batch", batch.delete_namespaced_job, name),
+                                    ("configmap", core.delete_namespaced_config_map, name)))
             raise
     return Submitted(task_id, namespace, image)
 
@@ -194,14 +188,10 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
 def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
     """The leader's pod once it runs; ShareError when it cannot start (a bad image) or has not
     within :data:`_LEADER_START` seconds."""
-    from kubernetes import watch
-
-    from ..backends.kubernetes import _FATAL_WAITING
-
     selector = f"{manifests.LABEL_LEADER}={task_id}"
     why = "no pod yet"
     listed = core.list_namespaced_pod(namespace, label_selector=selector)
-    stream = watch.Watch()
+    stream = Watch()
     events = ({"type": "LISTED", "object": pod} for pod in listed.items)
     watched = stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
                             resource_version=listed.metadata.resource_version,
@@ -218,7 +208,7 @@ def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
                    if status.state and status.state.waiting and status.state.waiting.reason]
         why += "".join(f", {w.reason}: {w.message or ''}".rstrip(": ") for w in waiting)
         if pod.status.phase in ("Succeeded", "Failed") or any(
-                w.reason in _FATAL_WAITING for w in waiting):
+                w.reason in WAITING_WILL_NOT_CURE for w in waiting):
             stream.stop()  # it will not run: say why now, not after the timeout
             break
     raise ShareError(f"the leader of task {task_id} did not run ({why}), so the project "
@@ -273,9 +263,8 @@ def _job_ended(job: Any) -> bool:
 def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
     """Detached tasks in the namespace: RUNNING while the leader runs, COMPLETE once it ended
     (awaiting `womm finish`), ORPHANED when its leader Job is gone."""
-    from kubernetes import client
-
-    core, batch, namespace = _clients(context, namespace)
+    built = clients(context, namespace)
+    core, batch, namespace = built.core, built.batch, built.namespace
     owner = "" if all_owners else current_owner()
     roots = core.list_namespaced_config_map(namespace,
                                             label_selector=_selector(role="root", owner=owner))
@@ -283,8 +272,7 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         namespace, label_selector=_selector(role="leader", owner=owner)).items}
     results = {cm.metadata.labels.get(LABEL_TASK) for cm in core.list_namespaced_config_map(
         namespace, label_selector=_selector(role="result", owner=owner)).items}
-    apps = client.AppsV1Api(core.api_client)
-    workers = {d.metadata.labels.get(LABEL_TASK): d for d in apps.list_namespaced_deployment(
+    workers = {d.metadata.labels.get(LABEL_TASK): d for d in built.apps.list_namespaced_deployment(
         namespace, label_selector=f"{MANAGED_BY}=womm").items}
     rows = []
     for root in roots.items:
@@ -311,11 +299,9 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
 
 
 def _root(core: Any, task_id: str, namespace: str) -> Any | None:
-    from kubernetes.client.exceptions import ApiException
-
     try:
         root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 404:
             return None
         raise
@@ -325,8 +311,6 @@ def _root(core: Any, task_id: str, namespace: str) -> Any | None:
 
 def _leader_pod(core: Any, task_id: str, namespace: str, wait: float) -> Any | None:
     """The leader's pod once it has started (or ended), waiting up to ``wait`` seconds."""
-    from kubernetes import watch
-
     selector = f"{manifests.LABEL_LEADER}={task_id}"
 
     def started(pod: Any) -> bool:
@@ -341,7 +325,7 @@ def _leader_pod(core: Any, task_id: str, namespace: str, wait: float) -> Any | N
             return pod
     if wait <= 0:
         return listed.items[0] if listed.items else None
-    stream = watch.Watch()
+    stream = Watch()
     for event in stream.stream(core.list_namespaced_pod, namespace, label_selector=selector,
                                resource_version=listed.metadata.resource_version,
                                timeout_seconds=int(wait)):
@@ -387,8 +371,6 @@ def download(task_id: str, into: Path, *, context: str = "",
     Writes ``records.json``, ``records.csv`` (as ``Run.df``, without the outputs),
     ``result.json``, ``leader.log`` and ``jobs/<seq>.stdout`` / ``.stderr``.
     """
-    from kubernetes.client.exceptions import ApiException
-
     core, _, namespace = _clients(context, namespace)
     if _root(core, task_id, namespace) is None:
         return None
@@ -411,7 +393,7 @@ def download(task_id: str, into: Path, *, context: str = "",
         result = core.read_namespaced_config_map(f"{task_object_name(task_id)}-result",
                                                  namespace)
         outcome = json.loads(base64.b64decode(result.binary_data["data"]))
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status != 404:
             raise
         outcome = {"exit_code": None, "error": "the leader ended without a result (killed?)"}
@@ -421,7 +403,7 @@ def download(task_id: str, into: Path, *, context: str = "",
         if pod is not None:
             (target / "leader.log").write_text(core.read_namespaced_pod_log(
                 pod.metadata.name, namespace))
-    except ApiException:
+    except ApiError:
         pass  # the pod's log is a convenience; the records above are the durable copy
     return target
 
@@ -430,22 +412,19 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
            wait: float = 60.0) -> list[str]:
     """Delete every object of a detached task (the root, and through it everything it owns;
     the workers' Deployment and Lease by name); returns what was deleted."""
-    from kubernetes import client
-
-    from ..backends.kubernetes import delete_each
-
-    core, batch, namespace = _clients(context, namespace)
+    built = clients(context, namespace)
+    core, batch, namespace = built.core, built.batch, built.namespace
     if _root(core, task_id, namespace) is None:
         return []
     name = task_object_name(task_id)
     # The Job first: its leader gets SIGTERM and removes the workers.
     deleted = delete_each(namespace, (("job.batch", batch.delete_namespaced_job, name),
                                       ("configmap", core.delete_namespaced_config_map, name)))
-    apps = client.AppsV1Api(core.api_client)
-    coordination = client.CoordinationV1Api(core.api_client)
+    apps, coordination = built.apps, built.coordination
     selector = _selector(task_id=task_id)
-    deadline = time.monotonic() + wait
-    while True:  # the garbage collector works asynchronously: see it through
+
+    def step() -> list[str]:
+        nonlocal deleted
         left = [f"configmap/{cm.metadata.name}" for cm in
                 core.list_namespaced_config_map(namespace, label_selector=selector).items]
         left += [f"pod/{p.metadata.name}" for p in core.list_namespaced_pod(
@@ -457,9 +436,9 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
                  coordination.delete_namespaced_lease)):
             deleted += delete_each(namespace, ((kind, delete, obj.metadata.name) for obj in
                                                listed(namespace, label_selector=selector).items))
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return left
+
+    see_through(step, wait)
     return deleted
 
 
@@ -497,8 +476,6 @@ class _Sink:
                 self.buffer = b""
 
     def _write(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         body = manifests.detached_part(task_id=self.task_id, owner=self.owner,
                                        root_uid=self.root_uid, role="output", index=self.part,
                                        data_b64=base64.b64encode(self.buffer).decode())
@@ -507,12 +484,12 @@ class _Sink:
                 try:
                     self.core.replace_namespaced_config_map(body["metadata"]["name"],
                                                             self.namespace, body)
-                except ApiException as exc:
+                except ApiError as exc:
                     if exc.status != 404:
                         raise
                     self.core.create_namespaced_config_map(self.namespace, body)
                 return
-            except ApiException as exc:
+            except ApiError as exc:
                 print(f"womm: leader: saving output failed ({exc.reason}); retrying",
                       file=sys.stderr, flush=True)
                 time.sleep(1)
@@ -544,9 +521,6 @@ def leader_main() -> int:
     """Entry point of the leader Job (``python3 -m womm_jupyter.run.leader``)."""
     import signal
 
-    from kubernetes import client
-
-    from ..backends.kubernetes import load_config
     from ..errors import WommError
     from .coordinator import Dispatch, Event
 
@@ -555,8 +529,8 @@ def leader_main() -> int:
     owner = os.environ.get("WOMM_OWNER", "")
     inputs_dir = Path(manifests.LEADER_MOUNT)
     spec = json.loads((inputs_dir / "spec.json").read_text())
-    api, namespace = load_config()
-    core = client.CoreV1Api(api)
+    built = clients()
+    core, namespace = built.core, built.namespace
     sink = _Sink(core, task_id, owner, root_uid, namespace)
     options = ParallelOptions(**spec["options"])
     argv = list(spec["argv"])

@@ -10,26 +10,13 @@ local path, so they cannot travel in the host name).
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
-import ssl
 import sys
 
-
-def _returncode(stream: object) -> int:
-    # The error channel carries a Status object once the command has ended.
-    raw = stream.read_channel(3)  # type: ignore[attr-defined]
-    if not raw:
-        return 0 if not stream.is_open() else 255  # type: ignore[attr-defined]
-    status = json.loads(raw)
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return int(cause.get("message", 1))
-    sys.stderr.write(f"womm: {status.get('message', 'exec failed')}\n")
-    return 255
+from ..errors import WommError
+from ..kube.client import clients
+from ..kube.exec import STATUS, STDERR, STDOUT, open_exec, status_message
 
 
 def main(argv: list[str]) -> int:
@@ -39,44 +26,47 @@ def main(argv: list[str]) -> int:
     pod, command = argv[0], argv[1:]
     if pod == "-l":  # rsync passes `-l USER` for user@host: there is no user to be
         pod, command = command[1], command[2:]
-    from kubernetes import client
-    from kubernetes.stream import stream
-
-    from ..backends.kubernetes import load_config
-
-    api_client, default_namespace = load_config(os.environ.get("WOMM_KEXEC_CONTEXT", ""))
-    namespace = os.environ.get("WOMM_KEXEC_NAMESPACE") or default_namespace
-    api = client.CoreV1Api(api_client)
-    ws = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=command,
-                stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False,
-                binary=True)
-    raw = ws.sock.sock
+    try:
+        built = clients(os.environ.get("WOMM_KEXEC_CONTEXT", ""),
+                        os.environ.get("WOMM_KEXEC_NAMESPACE", ""))
+        stream = open_exec(built, pod, command)
+    except WommError as exc:
+        sys.stderr.write(f"womm: {exc}\n")
+        return 255
     selector = selectors.DefaultSelector()
-    selector.register(raw, selectors.EVENT_READ, "stream")
+    selector.register(stream.socket, selectors.EVENT_READ, "stream")
     selector.register(0, selectors.EVENT_READ, "stdin")
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    while True:
-        pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
-        events = selector.select(timeout=0 if pending else 1.0)
-        if pending or any(key.data == "stream" for key, _ in events) or not events:
-            ws.update(timeout=0)
-            data = ws.read_channel(1)
-            if data:
-                out.write(data)
-                out.flush()
-            data = ws.read_channel(2)
-            if data:
-                err.write(data)
-                err.flush()
-            if not ws.is_open():
-                break
-        if any(key.data == "stdin" for key, _ in events):
-            chunk = os.read(0, 65536)
-            if chunk:
-                ws.write_stdin(chunk)
-            else:  # rsync closed its end: the remote side ends by protocol
-                selector.unregister(0)
-    return _returncode(ws)
+    status = b""
+    try:
+        while True:
+            pending = stream.pending()
+            events = selector.select(timeout=0 if pending else 1.0)
+            if pending or any(key.data == "stream" for key, _ in events):
+                received, closed = stream.read()
+                if received.get(STDOUT):
+                    out.write(received[STDOUT])
+                    out.flush()
+                if received.get(STDERR):
+                    err.write(received[STDERR])
+                    err.flush()
+                status += received.get(STATUS, b"")
+                if closed:
+                    break
+            if any(key.data == "stdin" for key, _ in events):
+                chunk = os.read(0, 65536)
+                if chunk:
+                    stream.write(chunk)
+                else:  # rsync closed its end: the remote side ends by protocol
+                    selector.unregister(0)
+    finally:
+        stream.close()
+    code, message = status_message(status)
+    if code is None:
+        if message:
+            sys.stderr.write(f"womm: {message}\n")
+        return 255
+    return code
 
 
 if __name__ == "__main__":

@@ -17,20 +17,17 @@ through sshfs's descriptors. The user opted into that pod's privileges with thei
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import shutil
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..errors import MissingToolError, ShareError
-from ..kube._wsframes import frames_waiting, read_frames
+from ..kube.exec import STATUS, STDERR, STDOUT, ExecStream, status_message
 
 __all__ = ["LazyMount", "mount_script", "sftp_server"]
 
@@ -85,28 +82,19 @@ def sftp_server() -> str:
                            "--share eager.")
 
 
-def _exit_status(raw: bytes) -> str:
-    try:
-        status = json.loads(raw)
-    except ValueError:
-        return ""
-    if status.get("status") == "Success":
-        return "exit status 0"
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return f"exit status {cause.get('message')}"
-    return str(status.get("message", ""))
+def _status_text(raw: bytes) -> str:
+    code, message = status_message(raw)
+    return f"exit status {code}" if code is not None else message
 
 
 class LazyMount:
     """The project directory ``directory`` mounted in pod ``pod`` while this object lives.
 
-    ``open_stream(command)`` opens an exec stream into the pod (a kubernetes ``WSClient``,
-    binary, not preloaded); ``on_lost(pod, why)`` is called once if the mount ends by itself
-    after :meth:`start` succeeded.
+    ``open_stream(command)`` opens an exec stream into the pod; ``on_lost(pod, why)`` is
+    called once if the mount ends by itself after :meth:`start` succeeded.
     """
 
-    def __init__(self, pod: str, directory: Path, open_stream: Callable[[list[str]], Any],
+    def __init__(self, pod: str, directory: Path, open_stream: Callable[[list[str]], ExecStream],
                  on_lost: Callable[[str, str], None]) -> None:
         self.pod = pod
         self.directory = directory
@@ -116,7 +104,7 @@ class LazyMount:
         self._mounted = threading.Event()
         self._ended = threading.Event()
         self._server: subprocess.Popen[bytes] | None = None
-        self._stream: Any = None
+        self._stream: ExecStream | None = None
         self._thread: threading.Thread | None = None
         self.remote_stderr = ""  # sshfs's (and the script's) messages, last 4 kB
         self.server_stderr = ""
@@ -224,7 +212,8 @@ class LazyMount:
         assert self._server is not None and self._server.stdin and self._server.stdout \
             and self._server.stderr
         stream = self._stream
-        raw = stream.sock.sock
+        assert stream is not None
+        raw = stream.socket
         to_server = self._server.stdin.fileno()
         from_server = self._server.stdout.fileno()
         server_err = self._server.stderr.fileno()
@@ -243,21 +232,21 @@ class LazyMount:
                     selector.register(to_server, selectors.EVENT_WRITE, "server-in")
                 else:
                     selector.unregister(to_server)
-            waiting = isinstance(raw, ssl.SSLSocket) and raw.pending()
+            waiting = stream.pending()
             events = selector.select(timeout=0 if waiting else 0.5)
             ready = {key.data for key, _ in events}
-            if waiting or "stream" in ready or (not events and frames_waiting(stream)):
-                received, closed = read_frames(stream)
-                pending += received.get(1, b"")
-                if 2 in received:
-                    self.remote_stderr = (self.remote_stderr + received[2].decode(
+            if waiting or "stream" in ready or (not events and stream.waiting()):
+                received, closed = stream.read()
+                pending += received.get(STDOUT, b"")
+                if STDERR in received:
+                    self.remote_stderr = (self.remote_stderr + received[STDERR].decode(
                         errors="replace"))[-4000:]
                     if MOUNTED.decode() in self.remote_stderr and not self._mounted.is_set():
                         self.remote_stderr = self.remote_stderr.replace(MOUNTED.decode() + "\n",
                                                                         "")
                         self._mounted.set()
-                if 3 in received:
-                    self.status = _exit_status(received[3])
+                if STATUS in received:
+                    self.status = _status_text(received[STATUS])
                 if closed:
                     if self.status:
                         return f"the mount command in the pod ended ({self.status})"
@@ -278,7 +267,7 @@ class LazyMount:
                 if data == b"":
                     return "sftp-server ended"
                 if data:
-                    stream.write_stdin(data)
+                    stream.write(data)
             if "server-err" in ready:
                 try:
                     data = os.read(server_err, 4096)

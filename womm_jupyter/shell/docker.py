@@ -50,9 +50,9 @@ def _backend_name(options: ShellOptions) -> str:
     if options.backend == "local":
         raise OptionError("--backend local has no shell: a local shell is your own terminal; "
                           "choose --backend docker (or kubernetes)")
-    from ..backends import kubernetes_configured
+    from .. import backends
 
-    return "kubernetes" if kubernetes_configured() else "docker"
+    return "kubernetes" if backends.kubernetes_configured() else "docker"
 
 
 def start_shell(options: ShellOptions, cwd: Path, command: str | None = None,

@@ -14,21 +14,27 @@ interactive shell's exit deletes it.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import selectors
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from .. import _paths
 from ..backends.base import LaunchPlan
-from ..backends.kubernetes import _FATAL_WAITING, KubernetesBackend, _api_error, _now
+from ..backends.kubernetes import KubernetesBackend
 from ..errors import BackendError
 from ..kube import manifests
-from ..kube._wsframes import read_frames
+from ..kube.client import (
+    HEARTBEAT_SECONDS,
+    WAITING_WILL_NOT_CURE,
+    ApiError,
+    Watch,
+    now,
+    renew_lease,
+)
+from ..kube.exec import STATUS, STDERR, STDOUT, ExecStream, exit_status, open_exec
 from ..naming import task_object_name
 
 _INTERACTIVE = "if command -v bash >/dev/null 2>&1; then exec bash -i; fi; exec sh -i"
@@ -41,8 +47,6 @@ class KubernetesShell:
 
     def __init__(self, backend: KubernetesBackend, plan: LaunchPlan, command: str | None,
                  start_timeout: float) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         self.backend = backend
         self.task_id = plan.task_id
         self.name = f"womm-shell-{plan.task_id}"
@@ -50,7 +54,7 @@ class KubernetesShell:
         self.interactive = command is None
         self._closed = threading.Event()
         self._exit_code: int | None = None
-        self._stream: Any = None
+        self._stream: ExecStream | None = None
         self._lock = threading.Lock()
         self._delete_lock = threading.Lock()
         self._deleted = False
@@ -65,11 +69,11 @@ class KubernetesShell:
         try:
             pod = backend.core.create_namespaced_pod(namespace, body)
             backend.coordination.create_namespaced_lease(
-                namespace, manifests.lease(plan, pod.metadata.uid, _now(), kind="Pod",
+                namespace, manifests.lease(plan, pod.metadata.uid, now(), kind="Pod",
                                            api_version="v1", name=self.name))
-        except ApiException as exc:
+        except ApiError:
             self.close()
-            raise _api_error(exc, f"create the shell pod {self.name}", namespace) from exc
+            raise
         self._heartbeats = threading.Thread(target=self._heartbeat, daemon=True,
                                             name=f"womm-shell-lease-{self.task_id}")
         self._heartbeats.start()
@@ -83,10 +87,8 @@ class KubernetesShell:
 
     # -- start ------------------------------------------------------------------------------
     def _await_ready(self, timeout: float) -> None:
-        from kubernetes import watch
-
         core, namespace = self.backend.core, self.backend.namespace
-        stream = watch.Watch()
+        stream = Watch()
         why = "no news from the pod"
         for event in stream.stream(core.list_namespaced_pod, namespace,
                                    field_selector=f"metadata.name={self.name}",
@@ -99,7 +101,7 @@ class KubernetesShell:
                 waiting = status.state.waiting if status.state else None
                 if waiting and waiting.reason:
                     why = f"{waiting.reason}: {waiting.message or ''}".strip()
-                    if waiting.reason in _FATAL_WAITING:
+                    if waiting.reason in WAITING_WILL_NOT_CURE:
                         stream.stop()
                         raise BackendError(f"the shell pod {self.name} cannot start: {why}")
             for condition in pod.status.conditions or []:
@@ -108,28 +110,17 @@ class KubernetesShell:
         raise BackendError(f"the shell pod {self.name} was not ready within {timeout:g} s "
                            f"({why}): raise --start-timeout or ask for less --kube-cpu/--kube-mem.")
 
-    def _exec(self) -> Any:
-        from kubernetes import client
-        from kubernetes.stream import stream
-
-        api = client.CoreV1Api(client.ApiClient(self.backend._api_client.configuration))
+    def _exec(self) -> ExecStream:
         argv = ["/bin/sh", "-c", _INTERACTIVE if self.command is None else self.command]
-        try:
-            return stream(api.connect_get_namespaced_pod_exec, self.name,
-                          self.backend.namespace, command=argv, stdin=self.interactive, stdout=True,
-                          stderr=not self.interactive, tty=self.interactive,
-                          _preload_content=False, binary=True)
-        except Exception as exc:
-            raise _api_error(exc, f"exec into the shell pod {self.name}",
-                             self.backend.namespace) from exc
+        return open_exec(self.backend.clients, self.name, argv, stdin=self.interactive,
+                         stderr=not self.interactive, tty=self.interactive)
 
     def _heartbeat(self) -> None:
         name = task_object_name(self.task_id)
-        while not self._closed.wait(2.0):
+        while not self._closed.wait(HEARTBEAT_SECONDS):
             try:
-                self.backend.coordination.patch_namespaced_lease(
-                    name, self.backend.namespace, {"spec": {"renewTime": _now()}})
-            except Exception:  # deleted under us (womm finish) or a passing error
+                renew_lease(self.backend.clients, name)
+            except ApiError:  # deleted under us (womm finish) or a passing error
                 continue
 
     # -- I/O: one thread owns the exec stream -------------------------------------------------
@@ -184,7 +175,8 @@ class KubernetesShell:
 
     def _own_stream(self) -> None:
         stream = self._stream
-        raw = stream.sock.sock
+        assert stream is not None
+        raw = stream.socket
         selector = selectors.DefaultSelector()
         selector.register(raw, selectors.EVENT_READ)
         selector.register(self._wake, selectors.EVENT_READ)
@@ -192,11 +184,11 @@ class KubernetesShell:
         status = b""
         try:
             while not self._closed.is_set():
-                pending = isinstance(raw, ssl.SSLSocket) and raw.pending()
+                pending = stream.pending()
                 events = selector.select(timeout=0 if pending else 1.0)
                 if pending or any(key.fileobj is raw for key, _ in events):
-                    received, closed = read_frames(stream)
-                    status += received.pop(3, b"")  # the exec's status, at its end
+                    received, closed = stream.read()
+                    status += received.pop(STATUS, b"")  # the exec's status, at its end
                     self._output(received, pages, selector)
                     if closed:
                         break
@@ -214,14 +206,14 @@ class KubernetesShell:
                             except OSError:
                                 typed = b""
                             if typed:
-                                stream.write_stdin(typed)
+                                stream.write(typed)
                             else:
                                 self._detach(page, pages, selector)
         except Exception as exc:  # a broken stream ends the shell; nothing may hang on it
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:
-                self._exit_code = _exit_status(status)
+                self._exit_code = exit_status(status)
                 self._ended.set()
             while not self._requests.empty():  # pages that asked too late
                 request = self._requests.get()
@@ -242,11 +234,11 @@ class KubernetesShell:
     def _output(self, received: dict[int, bytes], pages: dict[socket.socket, _Page],
                 selector: selectors.BaseSelector) -> None:
         if not self.interactive:
-            for channel, kind in ((1, "stdout"), (2, "stderr")):
+            for channel, kind in ((STDOUT, "stdout"), (STDERR, "stderr")):
                 if received.get(channel):
                     self._chunks.put((kind, received[channel]))
             return
-        data = received.get(1, b"")
+        data = received.get(STDOUT, b"")
         if not data:
             return
         self._scrollback += data
@@ -257,13 +249,13 @@ class KubernetesShell:
         for page in list(pages.values()):
             self._send(page, data, pages, selector)
 
-    def _serve_requests(self, stream: Any, pages: dict[socket.socket, _Page],
+    def _serve_requests(self, stream: ExecStream, pages: dict[socket.socket, _Page],
                         selector: selectors.BaseSelector) -> None:
         while not self._requests.empty():
             request = self._requests.get()
             if request[0] == "resize":
                 _, rows, columns = request
-                stream.write_channel(4, json.dumps({"Width": columns, "Height": rows}))
+                stream.resize(rows, columns)
             elif request[0] == "attach":
                 _, sock, replay = request
                 sock.setblocking(False)
@@ -339,7 +331,7 @@ class KubernetesShell:
             try:
                 self.backend.core.delete_namespaced_pod(self.name, self.backend.namespace,
                                                         grace_period_seconds=0)
-            except Exception:  # already gone (womm finish)
+            except ApiError:  # already gone (womm finish), or the API is unreachable
                 pass
 
     def __repr__(self) -> str:
@@ -357,15 +349,3 @@ class _Page:
         self.sock = sock
         self.backlog = bytearray()
 
-
-def _exit_status(status: bytes) -> int | None:
-    """The exit code in an exec's status (channel 3): ``{"status": "Success"}`` is 0, a
-    failure names the code as its first cause (``details.causes[0].message``); None when
-    the stream ended without one (the pod was deleted) or with no exit code in it."""
-    try:
-        said = json.loads(status)
-        if said.get("status") == "Success":
-            return 0
-        return int(said["details"]["causes"][0]["message"])
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None

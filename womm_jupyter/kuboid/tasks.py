@@ -1,0 +1,117 @@
+"""Experiments as `womm status` and `womm finish` see them, from the cluster alone.
+
+An experiment ``<id>`` is a root ConfigMap ``womm-task-<id>`` (label ``womm/role=experiment``,
+annotations for `womm status`), a Lease of the same name its running client renews every
+:data:`~womm_jupyter.kube.client.HEARTBEAT_SECONDS`, and its pods (see
+:mod:`.experiment`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
+from ..kube.client import ApiError, Clients, clients, delete_each, lease_alive, see_through
+from ..kube.manifests import LABEL_ROLE
+from ..naming import owner, task_object_name
+
+__all__ = ["LABEL_ATTEMPT", "LABEL_EXPERIMENT_TASK", "ROLE_EXPERIMENT", "delete_root",
+           "finish", "selector", "tasks"]
+
+LABEL_EXPERIMENT_TASK = "womm/experiment-task"
+LABEL_ATTEMPT = "womm/attempt"
+ROLE_EXPERIMENT = "experiment"
+
+
+def selector(task_id: str = "", owner_name: str = "", role: bool = False) -> str:
+    """Label selector of womm's objects: of one experiment, of one owner, roots only."""
+    parts = [f"{MANAGED_BY}=womm"]
+    if task_id:
+        parts.append(f"{LABEL_TASK}={task_id}")
+    if owner_name:
+        parts.append(f"{LABEL_OWNER}={owner_name}")
+    if role:
+        parts.append(f"{LABEL_ROLE}={ROLE_EXPERIMENT}")
+    return ",".join(parts)
+
+
+def delete_root(built: Clients, task_id: str) -> list[str]:
+    """Delete an experiment's Lease and root ConfigMap (its pods go with the root)."""
+    name = task_object_name(task_id)
+    return delete_each(built.namespace, (
+        ("lease.coordination.k8s.io", built.coordination.delete_namespaced_lease, name),
+        ("configmap", built.core.delete_namespaced_config_map, name)))
+
+
+def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -> list[TaskInfo]:
+    """Experiments in the namespace, for `womm status`: RUNNING while their client renews
+    their Lease, ORPHANED once it stopped (the client died: `womm finish ID` cleans up).
+    HEALTH counts running pods out of the experiment's live pods."""
+    built = clients(context, namespace)
+    core, namespace = built.core, built.namespace
+    owner_name = "" if all_owners else owner()
+    roots_selector = selector(owner_name=owner_name, role=True)
+    roots = core.list_namespaced_config_map(namespace, label_selector=roots_selector).items
+    if not roots:
+        return []
+    leases = {lease.metadata.name: lease for lease in built.coordination.list_namespaced_lease(
+        namespace, label_selector=roots_selector).items}
+    pods: dict[str, list[Any]] = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector(
+            owner_name=owner_name)).items:
+        if pod.metadata.deletion_timestamp is None:
+            pods.setdefault((pod.metadata.labels or {}).get(LABEL_TASK, ""), []).append(pod)
+    at = dt.datetime.now(dt.UTC)
+    rows = []
+    for root in roots:
+        meta = root.metadata
+        task_id = meta.labels.get(LABEL_TASK, "")
+        notes = meta.annotations or {}
+        mine = pods.get(task_id, [])
+        rows.append(TaskInfo(
+            task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
+            status="RUNNING" if lease_alive(leases.get(meta.name), at) else "ORPHANED",
+            cpu=notes.get("womm/cpu", ""), mem=notes.get("womm/mem", ""),
+            ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
+            desired=len(mine), cwd=notes.get("womm/cwd", ""),
+            command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+    return rows
+
+
+def finish(task_id: str, *, context: str = "", namespace: str = "",
+           wait: float = 60.0) -> list[str]:
+    """Delete every object of experiment ``task_id`` (pods, Lease, root ConfigMap) and wait
+    until none is left; returns what was deleted ([] when it is no experiment). A client
+    still running it notices its Lease is gone and stops."""
+    built = clients(context, namespace)
+    core, namespace = built.core, built.namespace
+    try:
+        root = core.read_namespaced_config_map(task_object_name(task_id), namespace)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        root = None
+    pods_selector = selector(task_id=task_id)
+    if root is not None and (root.metadata.labels or {}).get(LABEL_ROLE) != ROLE_EXPERIMENT:
+        return []  # another kind of task (--async) with the same name scheme
+    pods = core.list_namespaced_pod(namespace, label_selector=pods_selector).items
+    if root is None and not pods:
+        return []
+    deleted = delete_root(built, task_id)
+
+    def step() -> list[str]:
+        left = [pod.metadata.name for pod in
+                core.list_namespaced_pod(namespace, label_selector=pods_selector).items]
+        for name in left:
+            try:
+                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+                if f"pod/{name}" not in deleted:
+                    deleted.append(f"pod/{name}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        return left
+
+    see_through(step, wait)
+    return deleted
