@@ -33,8 +33,8 @@ from ..errors import BackendError, MissingToolError
 
 __all__ = ["HEARTBEAT_SECONDS", "IMAGE_PULL_FAILURES", "RETRY_SECONDS",
            "STALE_LEASE_SECONDS", "WAITING_WILL_NOT_CURE", "ApiError", "Clients", "Watch",
-           "clients", "delete_each", "lease_alive", "load_config", "now", "renew_lease",
-           "see_through", "translate"]
+           "clients", "delete_each", "delete_pod", "lease_alive", "load_config", "now",
+           "renew_lease", "see_through", "translate"]
 
 RETRY_SECONDS = 20.0  # the most time retries of one call may take
 HEARTBEAT_SECONDS = 2.0  # how often a live client renews its task's Lease
@@ -388,6 +388,18 @@ def delete_each(namespace: str,
             if exc.status != 404:
                 raise
     return deleted
+
+
+def delete_pod(core: Any, namespace: str, name: str) -> bool:
+    """Delete a pod now (no grace period); whether it was there. One already gone is no
+    error."""
+    try:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return False
+    return True
 
 
 def see_through(step: Callable[[], list[str]], wait: float) -> None:
