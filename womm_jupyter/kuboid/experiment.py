@@ -57,7 +57,6 @@ from ..kube.client import (
     delete_pod,
     renew_lease,
 )
-from ..kube.manifests import selector
 from ..kube.shared_volume import shared_claim
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
@@ -205,7 +204,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     @property
     def selector(self) -> str:
         """Label selector of this experiment's pods."""
-        return selector(task_id=self.id)
+        return manifests.selector(task_id=self.id)
 
     # -- the experiment's thread ------------------------------------------------------------
     def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
