@@ -12,7 +12,7 @@ from kubernetes import client
 
 from womm_jupyter.cli import build_parser, main
 from womm_jupyter.kube import manifests
-from womm_jupyter.kuboid.experiment import Progress
+from womm_jupyter.kuboid.ledger import Progress
 from womm_jupyter.kuboid.pods import PodFilter, Pods, pod_state
 from womm_jupyter.naming import experiment_pod_name, experiment_task_key
 from womm_jupyter.options import PodSaveLogOptions, resolve

@@ -33,8 +33,8 @@ from ..errors import BackendError, MissingToolError
 
 __all__ = ["HEARTBEAT_SECONDS", "IMAGE_PULL_FAILURES", "RETRY_SECONDS",
            "STALE_LEASE_SECONDS", "WAITING_WILL_NOT_CURE", "ApiError", "Clients", "Watch",
-           "clients", "delete_each", "lease_alive", "load_config", "now", "renew_lease",
-           "see_through", "translate"]
+           "clients", "delete_each", "delete_pod", "lease_alive", "load_config", "now",
+           "renew_lease", "see_through", "translate"]
 
 RETRY_SECONDS = 20.0  # the most time retries of one call may take
 HEARTBEAT_SECONDS = 2.0  # how often a live client renews its task's Lease
@@ -74,6 +74,11 @@ def load_config(context: str = "") -> tuple[Any, str]:
     return built.api_client, built.namespace
 
 
+def _group(name: str) -> functools.cached_property[Any]:
+    """A :class:`Clients` attribute: the SDK's API group ``name``, made on first use."""
+    return functools.cached_property(lambda built: built._api(name))
+
+
 @dataclasses.dataclass(frozen=True)
 class Clients:
     """The API groups womm uses, for one context and namespace, every call translated."""
@@ -86,33 +91,13 @@ class Clients:
 
         return _Api(getattr(sdk, group)(self.api_client), self)
 
-    @functools.cached_property
-    def core(self) -> Any:
-        return self._api("CoreV1Api")
-
-    @functools.cached_property
-    def apps(self) -> Any:
-        return self._api("AppsV1Api")
-
-    @functools.cached_property
-    def batch(self) -> Any:
-        return self._api("BatchV1Api")
-
-    @functools.cached_property
-    def coordination(self) -> Any:
-        return self._api("CoordinationV1Api")
-
-    @functools.cached_property
-    def rbac(self) -> Any:
-        return self._api("RbacAuthorizationV1Api")
-
-    @functools.cached_property
-    def authorization(self) -> Any:
-        return self._api("AuthorizationV1Api")
-
-    @functools.cached_property
-    def version(self) -> Any:
-        return self._api("VersionApi")
+    core = _group("CoreV1Api")
+    apps = _group("AppsV1Api")
+    batch = _group("BatchV1Api")
+    coordination = _group("CoordinationV1Api")
+    rbac = _group("RbacAuthorizationV1Api")
+    authorization = _group("AuthorizationV1Api")
+    version = _group("VersionApi")
 
     @property
     def server(self) -> str:
@@ -388,6 +373,18 @@ def delete_each(namespace: str,
             if exc.status != 404:
                 raise
     return deleted
+
+
+def delete_pod(core: Any, namespace: str, name: str) -> bool:
+    """Delete a pod now (no grace period); whether it was there. One already gone is no
+    error."""
+    try:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return False
+    return True
 
 
 def see_through(step: Callable[[], list[str]], wait: float) -> None:

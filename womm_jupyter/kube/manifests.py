@@ -14,7 +14,8 @@ from . import shared_volume as shared
 __all__ = ["LEADER", "POD_SECURITY_ENFORCE", "ROLE_RULES", "cluster_setup", "detached_part",
            "detached_root", "experiment_lease", "experiment_pod", "experiment_root",
            "leader_image_record", "leader_job", "lease", "namespace_access",
-           "namespace_pod_security", "role_effects", "task_labels", "worker_deployment"]
+           "namespace_pod_security", "role_effects", "selector", "task_labels",
+           "worker_deployment"]
 
 LEADER = "womm-leader"
 AGENT_SOCKET_DIR = "/run/womm"
@@ -293,6 +294,18 @@ def experiment_lease(*, task_id: str, owner: str, root_uid: str, holder: str,
 LABEL_ROLE = "womm/role"  # root | output | result (objects of a detached task)
 LABEL_LEADER = "womm/leader-of"  # the leader pod: not womm/task, or its own run would take it
 LEADER_MOUNT = "/womm/in"
+
+
+def selector(task_id: str = "", role: str = "", owner: str = "") -> str:
+    """Label selector of womm's objects: of one task, of one role (LABEL_ROLE), of one owner."""
+    parts = [f"{MANAGED_BY}=womm"]
+    if task_id:
+        parts.append(f"{LABEL_TASK}={task_id}")
+    if role:
+        parts.append(f"{LABEL_ROLE}={role}")
+    if owner:
+        parts.append(f"{LABEL_OWNER}={owner}")
+    return ",".join(parts)
 
 
 def _detached_meta(name: str, task_id: str, owner: str, role: str, root: tuple[str, str] | None,

@@ -1,14 +1,11 @@
 """Experiments (kuboid's ``monitor_experiment``, working): one pod per task line.
 
 Each task line (from a file that may grow while the experiment runs, or from a stream such as
-standard input) runs as ``sh -c LINE`` in a pod of its own. The log directory is the ledger:
-
-- ``<key>.log`` is written (to a temporary name, then renamed) only when the task's pod
-  completed with exit status 0; a task whose log exists is never run again, so running the
-  same experiment again resumes it.
-- ``<key>.failed`` is written when a task failed (non-zero exit or OOM-killed) on its first
-  run and on all ``--max-retries`` retries: its attempts, their reasons and the last log tail.
-  It does not stop a later run from trying the task again; a later success removes it.
+standard input) runs as ``sh -c LINE`` in a pod of its own. The log directory is the ledger
+(:mod:`.ledger`): ``<key>.log`` only once the task's pod completed with exit status 0 (a task
+whose log exists is never run again, so running the same experiment again resumes it);
+``<key>.failed`` when it failed (non-zero exit or OOM-killed) on its first run and on all
+``--max-retries`` retries. A ``.failed`` report does not stop a later run from trying again.
 
 ``<key>`` is the task's line number and a sanitised, collision-free form of the line
 (:func:`~womm_jupyter.naming.experiment_task_key`). Pod names carry the experiment id, the line
@@ -18,8 +15,9 @@ construction. Pods carry ``app.kubernetes.io/managed-by=womm``, ``womm/task=<exp
 deletes only pods with its own id.
 
 Pods are followed with a watch from a listed resourceVersion (relisted on 410 Gone), never by
-polling. A pod that vanishes (deleted, evicted, pre-empted, its node lost) is rescheduled and
-does not count as a failed attempt. The task file is checked for appended lines once a second.
+polling (:mod:`.monitor`). A pod that vanishes (deleted, evicted, pre-empted, its node lost)
+is rescheduled and does not count as a failed attempt. The task file is checked for appended
+lines once a second.
 
 The core never prints: :class:`Experiment` reports :class:`ExperimentEvent`s (``progress``
 carries a :class:`Progress`) to whoever iterates :meth:`Experiment.events`, and calls the
@@ -55,44 +53,20 @@ from ..kube.client import (
     HEARTBEAT_SECONDS,
     IMAGE_PULL_FAILURES,
     ApiError,
-    Watch,
     clients,
-    now,
+    delete_pod,
     renew_lease,
 )
 from ..kube.shared_volume import shared_claim
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
-from .tasks import LABEL_ATTEMPT, LABEL_EXPERIMENT_TASK, delete_root
+from .ledger import Progress, TaskFile, TaskOutcome, count, log_path, write_failure, write_log
+from .monitor import VANISHED_REASONS, terminated, watch_pods
+from .tasks import LABEL_ATTEMPT, LABEL_EXPERIMENT_TASK, create_root, delete_root
 
 __all__ = ["Experiment", "ExperimentEvent", "Progress", "TaskOutcome"]
-# A Failed pod with one of these pod-level reasons did not fail by itself: it was removed.
-_VANISHED_REASONS = {"Evicted", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
-                     "Preempting", "DeletionByTaintManager", "UnexpectedAdmissionError"}
 _LOG_TAIL_LINES = 40
 _FILE_CHECK_SECONDS = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """Counts of an experiment's tasks. ``done`` includes ``skipped`` (logs found at start);
-    ``failed`` counts tasks that failed every attempt; ``rescheduled`` and ``retried`` count
-    pods started again (after vanishing, after failing)."""
-
-    total: int = 0
-    done: int = 0
-    running: int = 0
-    pending: int = 0
-    failed: int = 0
-    rescheduled: int = 0
-    retried: int = 0
-    skipped: int = 0
-
-    def line(self) -> str:
-        """``12 tasks: 7 done, 2 running, 3 pending, 0 failed, 1 rescheduled, 0 retried``."""
-        return (f"{self.total} tasks: {self.done} done, {self.running} running, "
-                f"{self.pending} pending, {self.failed} failed, {self.rescheduled} rescheduled, "
-                f"{self.retried} retried")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,24 +78,6 @@ class ExperimentEvent:
     kind: str
     text: str = ""
     data: Any = None
-
-
-@dataclasses.dataclass
-class TaskOutcome:
-    """One task line and what became of it."""
-
-    index: int  # line number in the task file (1-based)
-    command: str
-    key: str
-    status: str = "waiting"  # waiting | pending | running | done | failed
-    pod: str = ""  # the current attempt's pod, "" when none
-    attempts: int = 0  # pods started
-    failures: list[str] = dataclasses.field(default_factory=list)
-    oom_killed: bool = False  # the last failure was an OOM kill
-    rescheduled: int = 0
-    skipped: bool = False  # its log was there before the experiment started it
-    last_pod: str = ""  # the latest attempt's pod (kept after it was deleted)
-    log: str = ""  # path of its log once it completed
 
 
 _FINISHED = ExperimentEvent("finished")
@@ -173,9 +129,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         self._lines = lines
         self._source = source
         self._input_done = lines is None  # a file has no end; a stream ends at EOF
-        self._file_offset = 0
-        self._file_lines = 0
-        self._file_partial = b""
+        self._file = TaskFile(self._task_file) if self._task_file else None
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._stop = threading.Event()
         self._waiting_reported: set[str] = set()
@@ -250,7 +204,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     @property
     def selector(self) -> str:
         """Label selector of this experiment's pods."""
-        return f"{MANAGED_BY}=womm,{LABEL_TASK}={self.id}"
+        return manifests.selector(task_id=self.id)
 
     # -- the experiment's thread ------------------------------------------------------------
     def _emit(self, kind: str, text: str = "", data: Any = None) -> None:
@@ -284,8 +238,9 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         self._shared_claim = shared_claim(self.core, self.namespace)
         self._create_root()
         listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
-        threading.Thread(target=self._watch, args=(listed.metadata.resource_version,),
-                         daemon=True, name=f"womm-experiment-watch-{self.id}").start()
+        threading.Thread(target=watch_pods, args=(
+            self.core, self.namespace, self.selector, listed.metadata.resource_version,
+            self._stop, self._inbox), daemon=True, name=f"womm-experiment-watch-{self.id}").start()
         if self._lines is not None:
             threading.Thread(target=self._read_lines, daemon=True,
                              name=f"womm-experiment-input-{self.id}").start()
@@ -324,13 +279,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
                        "womm/mem": self.options.kube_mem,
                        "womm/log-dir": str(self.log_dir.resolve()),
                        "womm/host": socket.gethostname(), "womm/pid": str(os.getpid())}
-        root = self.core.create_namespaced_config_map(self.namespace, manifests.experiment_root(
-            task_id=self.id, owner=self.owner, annotations=annotations))
-        self._root_uid = root.metadata.uid
-        self.clients.coordination.create_namespaced_lease(
-            self.namespace, manifests.experiment_lease(
-                task_id=self.id, owner=self.owner, root_uid=self._root_uid,
-                holder=f"{socket.gethostname()}:{os.getpid()}", now=now()))
+        self._root_uid = create_root(self.clients, self.id, self.owner, annotations)
         threading.Thread(target=self._heartbeat, daemon=True,
                          name=f"womm-experiment-heartbeat-{self.id}").start()
 
@@ -381,37 +330,20 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
             self._inbox.put(("eof",))
 
     def _read_file(self, final: bool) -> None:
-        if self._task_file is None:
+        if self._file is None:
             return
-        try:
-            with self._task_file.open("rb") as handle:
-                handle.seek(self._file_offset)
-                data = handle.read()
-        except OSError as exc:
-            raise OptionError(f"--task-file: cannot read {self._task_file} "
-                              f"({exc.strerror})") from None
-        self._file_offset += len(data)
-        data = self._file_partial + data
-        *complete, self._file_partial = data.split(b"\n")
-        if final and self._file_partial:
-            complete.append(self._file_partial)
-            self._file_partial = b""
-        for raw in complete:
-            self._file_lines += 1
-            self._add_task(self._file_lines, raw.decode("utf-8", "surrogateescape").rstrip("\r"))
+        for number, line in self._file.read(final):
+            self._add_task(number, line)
 
     def _add_task(self, index: int, line: str) -> None:
         command = line.strip()
         if not command or command.startswith("#"):
             return
         task = TaskOutcome(index=index, command=command, key=experiment_task_key(index, command))
-        if self._log_path(task).exists():
+        if log_path(self.log_dir, task).exists():
             task.status, task.skipped = "done", True
-            task.log = str(self._log_path(task))
+            task.log = str(log_path(self.log_dir, task))
         self.tasks[index] = task
-
-    def _log_path(self, task: TaskOutcome) -> Path:
-        return self.log_dir / f"{task.key}.log"
 
     # -- pods -------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -422,9 +354,9 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
                 continue
             if self.options.max_pods and active >= self.options.max_pods:
                 return
-            if self._log_path(task).exists():  # another run of this experiment finished it
+            if log_path(self.log_dir, task).exists():  # another run of this experiment finished it
                 task.status, task.skipped = "done", True
-                task.log = str(self._log_path(task))
+                task.log = str(log_path(self.log_dir, task))
                 continue
             self._create_pod(task)
             active += 1
@@ -444,41 +376,6 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         self.core.create_namespaced_pod(self.namespace, body)
         task.pod, task.last_pod, task.status = name, name, "pending"
         task.attempts += 1
-
-    def _watch(self, resource_version: str) -> None:
-        while not self._stop.is_set():
-            try:
-                stream = Watch()
-                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
-                                           label_selector=self.selector, timeout_seconds=30,
-                                           resource_version=resource_version,
-                                           allow_watch_bookmarks=True):
-                    if self._stop.is_set():
-                        stream.stop()
-                        return
-                    pod = event["object"]
-                    resource_version = pod.metadata.resource_version or resource_version
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self._inbox.put(("pod", event["type"], pod))
-            except ApiError as exc:
-                if self._stop.is_set():
-                    return
-                if exc.status != 410:  # anything else: try the same version again shortly
-                    time.sleep(1)
-                    continue
-                # 410 Gone: the version is too old to watch from; list again.
-                try:
-                    listed = self.core.list_namespaced_pod(self.namespace,
-                                                           label_selector=self.selector)
-                except Exception as list_exc:
-                    self._inbox.put(("error", list_exc))
-                    return
-                resource_version = listed.metadata.resource_version
-                self._inbox.put(("relist", listed.items))
-            except Exception:  # a dropped connection: watch again from the last version
-                if self._stop.is_set():
-                    return
-                time.sleep(1)
 
     def _task_of(self, pod: Any) -> TaskOutcome | None:
         labels = pod.metadata.labels or {}
@@ -504,12 +401,12 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         elif pod.metadata.deletion_timestamp is not None:
             self._vanished(task, "its pod is being deleted")
         elif phase == "Failed":
-            terminated = _terminated(pod)
-            if (pod.status.reason in _VANISHED_REASONS or terminated is None):
+            ended = terminated(pod)
+            if (pod.status.reason in VANISHED_REASONS or ended is None):
                 self._vanished(task, f"its pod was stopped ({pod.status.reason or 'no exit'}"
                                      f": {pod.status.message or 'no message'})")
             else:
-                self._failed(task, pod, terminated)
+                self._failed(task, pod, ended)
         elif phase == "Running":
             task.status = "running"
         else:
@@ -537,11 +434,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         except Exception as exc:  # gone before its log was read: run it again
             self._vanished(task, f"its log could not be read ({exc})")
             return
-        path = self._log_path(task)
-        temporary = path.with_name(f".{path.name}.{self.id}.tmp")
-        temporary.write_bytes(log)
-        os.replace(temporary, path)  # a log is either complete or absent
-        (self.log_dir / f"{task.key}.failed").unlink(missing_ok=True)
+        path = write_log(self.log_dir, task, log, self.id)
         task.status, task.pod, task.log = "done", "", str(path)
         self._delete_pod(pod.metadata.name)
         self._emit("completed", f"{task.key}: completed ({pod.metadata.name})", task)
@@ -564,14 +457,7 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
                                 f"{self.options.max_retries}", task)
             return
         task.status = "failed"
-        marker = self.log_dir / f"{task.key}.failed"
-        report = (f"command: {task.command}\nattempts: {task.attempts}\n"
-                  + "".join(f"failure: {failure}\n" for failure in task.failures)
-                  + f"oom-killed: {'yes' if task.oom_killed else 'no'}\n"
-                  + "last log lines:\n").encode() + tail + b"\n"
-        temporary = marker.with_name(f".{marker.name}.{self.id}.tmp")
-        temporary.write_bytes(report)
-        os.replace(temporary, marker)
+        marker = write_failure(self.log_dir, task, tail, self.id)
         self._emit("failed", f"{task.key}: {why} on each of {task.attempts} attempts; see "
                              f"{marker}", task)
 
@@ -588,24 +474,10 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         return bytes(response.data)
 
     def _delete_pod(self, name: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        delete_pod(self.core, self.namespace, name)
 
     def _report_progress(self) -> None:
-        tasks = list(self.tasks.values())
-        progress = Progress(
-            total=len(tasks),
-            done=sum(task.status == "done" for task in tasks),
-            running=sum(task.status == "running" for task in tasks),
-            pending=sum(task.status in ("pending", "waiting") for task in tasks),
-            failed=sum(task.status == "failed" for task in tasks),
-            rescheduled=sum(task.rescheduled for task in tasks),
-            retried=sum(len(task.failures) for task in tasks if task.status != "failed")
-            + sum(len(task.failures) - 1 for task in tasks if task.status == "failed"),
-            skipped=sum(task.skipped for task in tasks))
+        progress = count(self.tasks.values())
         if progress != self.progress:
             self.progress = progress
             self._emit("progress", progress.line(), progress)
@@ -621,9 +493,3 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
             # The root last: deleting it also removes the Lease (and any pod created since).
             delete_root(self.clients, self.id)
 
-
-def _terminated(pod: Any) -> Any:
-    for status in pod.status.container_statuses or []:
-        if status.state and status.state.terminated:
-            return status.state.terminated
-    return None

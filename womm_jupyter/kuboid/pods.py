@@ -24,7 +24,7 @@ from typing import Any
 
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import OptionError, PodNotFoundError
-from ..kube.client import WAITING_WILL_NOT_CURE, ApiError, clients
+from ..kube.client import WAITING_WILL_NOT_CURE, clients, delete_pod
 from ..kube.exec import STATUS, STDERR, STDOUT, ExecStream, exit_status, open_exec
 from ..naming import owner
 
@@ -164,11 +164,7 @@ class Pods:
 
     def delete(self, name: str) -> None:
         """Delete the pod (now: no grace period)."""
-        try:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        delete_pod(self.core, self.namespace, name)
 
     def exec(self, name: str, command: Sequence[str], stdout: Callable[[bytes], Any],
              stderr: Callable[[bytes], Any]) -> int:

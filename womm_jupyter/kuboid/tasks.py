@@ -9,31 +9,44 @@ annotations for `womm status`), a Lease of the same name its running client rene
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
-from ..kube.client import ApiError, Clients, clients, delete_each, lease_alive, see_through
-from ..kube.manifests import LABEL_ROLE
+from ..backends.base import LABEL_OWNER, LABEL_TASK, TaskInfo
+from ..kube import manifests
+from ..kube.client import (
+    ApiError,
+    Clients,
+    clients,
+    delete_each,
+    delete_pod,
+    lease_alive,
+    now,
+    see_through,
+)
+from ..kube.manifests import LABEL_ROLE, selector
 from ..naming import owner, task_object_name
 
-__all__ = ["LABEL_ATTEMPT", "LABEL_EXPERIMENT_TASK", "ROLE_EXPERIMENT", "delete_root",
-           "finish", "selector", "tasks"]
+__all__ = ["LABEL_ATTEMPT", "LABEL_EXPERIMENT_TASK", "ROLE_EXPERIMENT", "create_root",
+           "delete_root",
+           "finish", "tasks"]
 
 LABEL_EXPERIMENT_TASK = "womm/experiment-task"
 LABEL_ATTEMPT = "womm/attempt"
 ROLE_EXPERIMENT = "experiment"
 
 
-def selector(task_id: str = "", owner_name: str = "", role: bool = False) -> str:
-    """Label selector of womm's objects: of one experiment, of one owner, roots only."""
-    parts = [f"{MANAGED_BY}=womm"]
-    if task_id:
-        parts.append(f"{LABEL_TASK}={task_id}")
-    if owner_name:
-        parts.append(f"{LABEL_OWNER}={owner_name}")
-    if role:
-        parts.append(f"{LABEL_ROLE}={ROLE_EXPERIMENT}")
-    return ",".join(parts)
+def create_root(built: Clients, task_id: str, owner_name: str,
+                annotations: dict[str, str]) -> str:
+    """Create an experiment's root ConfigMap and the heartbeat Lease it owns, held by this
+    process; returns the root's uid (its pods' owner)."""
+    root = built.core.create_namespaced_config_map(built.namespace, manifests.experiment_root(
+        task_id=task_id, owner=owner_name, annotations=annotations))
+    built.coordination.create_namespaced_lease(built.namespace, manifests.experiment_lease(
+        task_id=task_id, owner=owner_name, root_uid=root.metadata.uid,
+        holder=f"{socket.gethostname()}:{os.getpid()}", now=now()))
+    return str(root.metadata.uid)
 
 
 def delete_root(built: Clients, task_id: str) -> list[str]:
@@ -51,7 +64,7 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
     built = clients(context, namespace)
     core, namespace = built.core, built.namespace
     owner_name = "" if all_owners else owner()
-    roots_selector = selector(owner_name=owner_name, role=True)
+    roots_selector = selector(role=ROLE_EXPERIMENT, owner=owner_name)
     roots = core.list_namespaced_config_map(namespace, label_selector=roots_selector).items
     if not roots:
         return []
@@ -59,7 +72,7 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         namespace, label_selector=roots_selector).items}
     pods: dict[str, list[Any]] = {}
     for pod in core.list_namespaced_pod(namespace, label_selector=selector(
-            owner_name=owner_name)).items:
+            owner=owner_name)).items:
         if pod.metadata.deletion_timestamp is None:
             pods.setdefault((pod.metadata.labels or {}).get(LABEL_TASK, ""), []).append(pod)
     at = dt.datetime.now(dt.UTC)
@@ -104,13 +117,8 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
         left = [pod.metadata.name for pod in
                 core.list_namespaced_pod(namespace, label_selector=pods_selector).items]
         for name in left:
-            try:
-                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-                if f"pod/{name}" not in deleted:
-                    deleted.append(f"pod/{name}")
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
+            if delete_pod(core, namespace, name) and f"pod/{name}" not in deleted:
+                deleted.append(f"pod/{name}")
         return left
 
     see_through(step, wait)

@@ -13,7 +13,6 @@ stay.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from ..events import EventKind
 from ..kuboid.experiment import Experiment, ExperimentEvent
 from ..options import ExperimentOptions, add_arguments, resolve
 from .parsing import HelpShown, MagicParser, usage_error, words
+from .render import widgets_render
 
 __all__ = ["ExperimentMagics", "build_parser"]
 
@@ -98,11 +98,6 @@ class _TextProgress:
 class ExperimentMagics(Magics):
     """``%%womm_experiment``; ``%load_ext womm_jupyter`` registers it."""
 
-    def _widgets_render(self) -> bool:
-        # Widgets need a kernel with comms (ipykernel); terminal IPython gets text lines.
-        return (getattr(self.shell, "kernel", None) is not None
-                and importlib.util.find_spec("ipywidgets") is not None)
-
     @no_var_expand  # type: ignore[untyped-decorator]  # (IPython is untyped)
     @line_cell_magic  # type: ignore[untyped-decorator]
     def womm_experiment(self, line: str, cell: str | None = None) -> Experiment | None:
@@ -132,7 +127,7 @@ class ExperimentMagics(Magics):
             raise usage_error("%%womm_experiment", exc) from None
         if name is not None:
             self._user_ns()[name] = experiment  # before draining: kept even if interrupted
-        table = self._widgets_render()
+        table = widgets_render(self.shell)
         if table:
             display(experiment.widget())  # type: ignore[no-untyped-call]
         progress = _TextProgress()

@@ -17,8 +17,8 @@ from IPython.core.error import UsageError
 from .. import commands, options
 from ..errors import OptionError
 
-__all__ = ["HelpShown", "MagicParser", "build_parser", "parse", "resolve_usage", "split_line",
-           "usage_error", "words"]
+__all__ = ["HelpShown", "MagicParser", "build_parser", "options_of", "parse", "resolve_usage",
+           "split_line", "usage_error", "words"]
 
 
 class HelpShown(Exception):
@@ -145,3 +145,14 @@ def resolve_usage(verb: str, explicit: dict[str, Any]) -> Any:
         return options.resolve(_VERBS[verb][0], explicit)
     except OptionError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
+
+
+def options_of(verb: str, words: list[str]) -> Any:
+    """The verb's options object from the magic's words (:func:`parse`, then
+    :func:`resolve_usage`), for verbs without magic-only flags; None once ``-h`` printed the
+    help. Raises UsageError as they do."""
+    try:
+        explicit, _ = parse(verb, words)
+    except HelpShown:
+        return None
+    return resolve_usage(verb, explicit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
@@ -11,8 +12,15 @@ from .. import commands
 from ..backends import TaskInfo
 from ..run.coordinator import Progress
 
-__all__ = ["TaskTable", "TextProgress", "progress_text"]
+__all__ = ["TaskTable", "TextProgress", "progress_text", "widgets_render"]
 
+
+
+def widgets_render(shell: Any) -> bool:
+    """Whether a magic in ``shell`` shows widgets: they need a kernel with comms (ipykernel)
+    and ipywidgets; terminal IPython and a plain InteractiveShell get text lines instead."""
+    return (getattr(shell, "kernel", None) is not None
+            and importlib.util.find_spec("ipywidgets") is not None)
 
 def progress_text(progress: Progress) -> str:
     """``womm: 3/10 done, 1 failed, 2 running; workers 2/2 ready``."""

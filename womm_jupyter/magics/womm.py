@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import codecs
 import dataclasses
-import importlib.util
 import queue
 import signal
 import subprocess
@@ -36,8 +35,17 @@ from ..run.handle import Run
 from ..setup.plan import describe, setup_widget
 from ..shell.bridge import serve
 from ..shell.docker import ShellSession, start_shell
-from .parsing import HelpShown, build_parser, parse, resolve_usage, split_line, usage_error, words
-from .render import TaskTable, TextProgress
+from .parsing import (
+    HelpShown,
+    build_parser,
+    options_of,
+    parse,
+    resolve_usage,
+    split_line,
+    usage_error,
+    words,
+)
+from .render import TaskTable, TextProgress, widgets_render
 
 __all__ = ["WommMagics"]
 
@@ -152,12 +160,6 @@ def _drain(run: Run, render: _Renderer) -> bool:
 class WommMagics(Magics):
     """womm's IPython magics; ``%load_ext womm_jupyter`` registers them."""
 
-    def _widgets_render(self) -> bool:
-        # Widgets need a kernel with comms (ipykernel) and ipywidgets; terminal IPython and
-        # plain InteractiveShell get the text line instead.
-        return (getattr(self.shell, "kernel", None) is not None
-                and importlib.util.find_spec("ipywidgets") is not None)
-
     @no_var_expand  # type: ignore[untyped-decorator]  # (IPython is untyped)
     @line_cell_magic  # type: ignore[untyped-decorator]
     @_with_help("womm_parallel", """
@@ -207,7 +209,7 @@ class WommMagics(Magics):
         if name is not None:
             self._user_ns()[name] = run  # before draining: kept even if interrupted
         text_progress = None
-        if self._widgets_render():
+        if widgets_render(self.shell):
             display(run.widget())  # type: ignore[no-untyped-call]
         else:
             text_progress = TextProgress(sys.stderr)
@@ -253,11 +255,10 @@ class WommMagics(Magics):
     tasks.df
 """)
     def womm_status(self, line: str) -> TaskTable | None:
-        try:  # `--` means nothing here: argparse says so
-            explicit, _ = parse("womm_status", words(line))
-        except HelpShown:
+        # `--` means nothing here: argparse says so
+        options = options_of("womm_status", words(line))
+        if options is None:  # -h printed the help
             return None
-        options = resolve_usage("womm_status", explicit)
         return TaskTable(commands.status(options.all_owners, **_rest(options, "all_owners")))
 
     @no_var_expand  # type: ignore[untyped-decorator]
@@ -266,11 +267,9 @@ class WommMagics(Magics):
     %womm_finish k3xq9m2a
 """)
     def womm_finish(self, line: str) -> None:
-        try:
-            explicit, _ = parse("womm_finish", words(line))
-        except HelpShown:
+        options = options_of("womm_finish", words(line))
+        if options is None:  # -h printed the help
             return None
-        options = resolve_usage("womm_finish", explicit)
         # An --async task's records and output are saved first. TaskNotFoundError is a
         # WommError: shown as its message, no stack trace.
         for deleted in commands.collect_and_finish(options.task_id, Path.cwd(), saved=print,
@@ -285,11 +284,9 @@ class WommMagics(Magics):
     %womm_logs k3xq9m2a -f
 """)
     def womm_logs(self, line: str) -> None:
-        try:
-            explicit, _ = parse("womm_logs", words(line))
-        except HelpShown:
+        options = options_of("womm_logs", words(line))
+        if options is None:  # -h printed the help
             return None
-        options = resolve_usage("womm_logs", explicit)
         output = _CellOutput()
         # TaskNotFoundError/BackendError are WommErrors: shown as their message. An interrupt
         # stops following (and releases the connection).
@@ -342,11 +339,9 @@ class WommMagics(Magics):
 """)
     def womm_shell(self, line: str) -> Any:
         head, command = commands.split_line_at_dashes(line)  # the command line stays verbatim
-        try:
-            explicit, _ = parse("womm_shell", words(head))
-        except HelpShown:
+        options = options_of("womm_shell", words(head))
+        if options is None:  # -h printed the help
             return None
-        options = resolve_usage("womm_shell", explicit)
         if command == "":
             raise UsageError("%womm_shell: give a command line after `--`, or no `--` for a "
                              "terminal")

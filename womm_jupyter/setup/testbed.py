@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import SetupError
 from ..naming import new_task_id
+from ..shell.docker import ContainerTerminal
 from .capture import INCIDENTAL, Capture, looks_secret, parse_env0, sort_out
 from .testbed_files import SETUP_DIR, host_shadows, write_setup_dir
 
@@ -168,7 +169,7 @@ def ensure_image(client: Any, reference: str) -> Any:
                          "to its registry, or build it locally.") from exc
 
 
-class Testbed:
+class Testbed(ContainerTerminal):
     """One testbed container: attach to it (interactive) or read its output (script)."""
 
     def __init__(self, session: SetupSession, container: Any, setup_dir: Path,
@@ -198,20 +199,6 @@ class Testbed:
         except Exception as exc:
             raise SetupError(f"the testbed {self.name} did not start: {exc}; check that the "
                              "image has /bin/sh.") from exc
-
-    def resize(self, rows: int, columns: int) -> None:
-        """Tell the shell its terminal's size."""
-        try:
-            self.container.resize(height=rows, width=columns)
-        except Exception:  # the shell may have exited already: nothing to resize
-            pass
-
-    def running(self) -> bool:
-        try:
-            self.container.reload()
-        except Exception:
-            return False
-        return bool(self.container.status == "running")
 
     def output(self) -> Iterator[bytes]:
         """The script's output as it comes (script testbeds; after ``start``)."""

@@ -87,6 +87,14 @@ def _status_text(raw: bytes) -> str:
     return f"exit status {code}" if code is not None else message
 
 
+def _read_now(fd: int, size: int) -> bytes | None:
+    """What the non-blocking ``fd`` holds now: b"" at its end, None when nothing came yet."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+
+
 class LazyMount:
     """The project directory ``directory`` mounted in pod ``pod`` while this object lives.
 
@@ -260,19 +268,13 @@ class LazyMount:
                     return f"sftp-server stopped reading ({exc})"
                 pending = pending[written:]
             if "server" in ready:
-                try:
-                    data = os.read(from_server, 65536)
-                except BlockingIOError:
-                    data = None
+                data = _read_now(from_server, 65536)
                 if data == b"":
                     return "sftp-server ended"
                 if data:
                     stream.write(data)
             if "server-err" in ready:
-                try:
-                    data = os.read(server_err, 4096)
-                except BlockingIOError:
-                    data = None
+                data = _read_now(server_err, 4096)
                 if data == b"":
                     selector.unregister(server_err)
                 elif data:

@@ -36,7 +36,7 @@ from ..options import ShellOptions, parse_memory, resolve
 if TYPE_CHECKING:
     from .kubernetes import KubernetesShell
 
-__all__ = ["SHELL_PREFIX", "ShellSession", "start_shell"]
+__all__ = ["SHELL_PREFIX", "ContainerTerminal", "ShellSession", "start_shell"]
 
 SHELL_PREFIX = "womm-shell-"  # container names; the web terminal attaches to no other kind
 # bash when the image has it, else sh; both interactive, in the working directory.
@@ -109,7 +109,30 @@ def _kubernetes_shell(options: ShellOptions, cwd: Path, command: str | None) -> 
     return KubernetesShell(backend, plan, command, start_timeout=pod_options.start_timeout)
 
 
-class ShellSession:
+class ContainerTerminal:
+    """What a shell in a Docker container (``container``) answers the terminal bridge
+    (:mod:`.bridge`): whether it still runs, and its terminal's size. Shared by
+    :class:`ShellSession` and the setup testbed."""
+
+    container: Any
+
+    def running(self) -> bool:
+        """Whether the shell's process still runs."""
+        try:
+            self.container.reload()
+        except Exception:
+            return False
+        return bool(self.container.status == "running")
+
+    def resize(self, rows: int, columns: int) -> None:
+        """Tell the shell its terminal's size."""
+        try:
+            self.container.resize(height=rows, width=columns)
+        except Exception:  # the shell may have exited already: nothing to resize
+            pass
+
+
+class ShellSession(ContainerTerminal):
     """One shell worker (a Docker container); see the module's docstring."""
 
     def __init__(self, client: Any, options: ShellOptions, cwd: Path,
@@ -183,14 +206,6 @@ class ShellSession:
             pass
         self.close()
 
-    def running(self) -> bool:
-        """Whether the shell's process still runs."""
-        try:
-            self.container.reload()
-        except Exception:
-            return False
-        return bool(self.container.status == "running")
-
     def wait(self, timeout: float | None = None) -> int:
         """The shell's (or command's) exit status, once it has exited."""
         if self._exit_code is not None:  # the watcher saw it exit (and removed it)
@@ -239,12 +254,6 @@ class ShellSession:
         """A raw socket to the interactive shell's terminal; ``replay`` sends what it has
         printed so far first (the prompt)."""
         return attach_terminal(self.client, self.name, replay=replay)
-
-    def resize(self, rows: int, columns: int) -> None:
-        try:
-            self.container.resize(height=rows, width=columns)
-        except Exception:  # the shell may have exited already
-            pass
 
     def _follow(self) -> None:
         # One attach per kind (the docker API merges them in `logs`), each read on a thread
