@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from womm_jupyter import share as share_methods
 from womm_jupyter.config import ProjectConfig, save_project
 from womm_jupyter.errors import OptionError
 from womm_jupyter.options import ParallelOptions, SetupOptions, resolve
@@ -11,15 +12,15 @@ from womm_jupyter.share import eager as share
 
 
 def test_method_numbers_names_and_project_config(tmp_path):
-    assert share.method("", tmp_path) == "none"  # no project: the image's files only
+    assert share_methods.method("", tmp_path) == "none"  # no project: the image's files only
     save_project(tmp_path, ProjectConfig(project_id="p", image="", share="eager-syncback"))
     sub = tmp_path / "sub"
     sub.mkdir()
-    assert share.method("", sub) == "eager-syncback"  # found above, as git finds .git
-    assert share.method("2", sub) == "eager"
-    assert share.method("4", sub) == "none"
+    assert share_methods.method("", sub) == "eager-syncback"  # found above, as git finds .git
+    assert share_methods.method("2", sub) == "eager"
+    assert share_methods.method("4", sub) == "none"
     with pytest.raises(OptionError, match="--share must be one of"):
-        share.method("rsync", sub)
+        share_methods.method("rsync", sub)
 
 
 def test_share_option_has_the_setup_menu_choices():

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import _paths, tasks
+from .. import share as share_methods
 from ..backends import Backend, LaunchPlan, LocalBackend, WorkerPlan, select_backend
 from ..errors import BackendError, ImageError, OptionError, ShareError, WommError, WorkersLostError
 from ..naming import new_task_id, owner, task_object_name
@@ -309,7 +310,7 @@ class Dispatch:
 
     # -- shares (see share.py) --------------------------------------------------------------
     def _share_method(self, backend: Backend) -> str:
-        method = share.method(self.options.share, self.cwd)
+        method = share_methods.method(self.options.share, self.cwd)
         if backend.name != "kubernetes":
             if method != "none":
                 self.emit(Event("share", f"womm: share {method}: the {backend.name} workers "

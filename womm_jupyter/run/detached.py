@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backends
+from .. import share as share_methods
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from ..kube import manifests
@@ -116,16 +117,9 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                                                    and not options.context):
         raise OptionError("--async needs a Kubernetes cluster (the coordinator runs there): "
                           "set KUBECONFIG or --context, or run without --async.")
-    method = share.method(options.share, cwd)
-    if method == "lazy":
-        raise OptionError("--async cannot be used with a lazy share: the workers would read "
-                          "your directory from this machine after you disconnect. Run with "
-                          "--share none, or without --async.")
-    if method == "eager-syncback":
-        raise OptionError("--async cannot be used with an eager-syncback share: files come "
-                          "back to your directory only while the client waits for the run. "
-                          "Run with --share eager (the output comes back through `womm "
-                          "finish`), or without --async.")
+    method = share_methods.method(options.share, cwd)
+    if share_methods.by_name(method).async_refusal:
+        raise OptionError(share_methods.by_name(method).async_refusal)
     if options.local_procs:
         raise OptionError("--local-procs cannot be used with --async: the coordinator runs in "
                           "the cluster, not on this machine.")
