@@ -53,12 +53,10 @@ def _plan(**kw):
 
     from womm_jupyter.backends.base import LaunchPlan, WorkerPlan
 
-    options = resolve(ParallelOptions, {"kube_pods": 2, **kw.pop("options", {})}, environ={},
-                      config={})
     return LaunchPlan(task_id="abc", owner="me", cwd=Path("/p"), command="true",
-                      options=options, workers=(WorkerPlan("w0", 1, Path("/s")),), shell="",
-                      client_path="/c", created=0.0, coordinator_pid=1, host="h", image="i",
-                      **kw)
+                      workers=(WorkerPlan("w0", 1, Path("/s")),), shell="",
+                      client_path="/c", created=0.0, coordinator_pid=1, host="h", cpu=1.0,
+                      memory="512Mi", image="i", **kw)
 
 
 def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_says_why():
@@ -72,7 +70,7 @@ def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_say
         "allowPrivilegeEscalation": False, "privileged": False}
     assert "womm/privileged" not in default["metadata"]["annotations"]
     assert "annotations" not in pod["metadata"]
-    lazy = worker_deployment(_plan(fuse=True, options={"privileged_fuse": True}), "agent")
+    lazy = worker_deployment(_plan(fuse=True), "agent")
     pod = lazy["spec"]["template"]
     assert pod["spec"]["containers"][0]["securityContext"] == {"privileged": True}
     assert "--privileged-fuse" in lazy["metadata"]["annotations"]["womm/privileged"]
