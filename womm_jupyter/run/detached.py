@@ -162,7 +162,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     except ApiError:
         delete_each(namespace, (("configmap", core.delete_namespaced_config_map, name),))
         raise
-    if method == "eager":
+    if share_methods.by_name(method).uploads:
         try:
             _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
         except BaseException:
