@@ -250,3 +250,18 @@ def test_a_malformed_record_is_refused(change, message):
     with pytest.raises(ValueError) as caught:
         record_from_json(row)
     assert str(caught.value) == message
+
+
+def test_a_record_must_be_an_object():
+    with pytest.raises(ValueError, match="a record is not a JSON object: \\[3\\]"):
+        record_from_json([3])
+
+
+@pytest.mark.parametrize("task_id", ["x/../../escaped", "/tmp/x"])
+def test_download_takes_ids_not_paths(tmp_path, task_id):
+    from womm_jupyter.run.detached import download
+
+    into = tmp_path / "here"
+    into.mkdir()
+    assert download(task_id, into) is None  # refused before the cluster is asked
+    assert list(tmp_path.rglob("*")) == [into]

@@ -353,12 +353,16 @@ def _records_from_parts(core: Any, task_id: str, namespace: str) -> list[dict[st
 
 def download(task_id: str, into: Path, *, context: str = "",
              namespace: str = "") -> Path | None:
-    """Save an --async task's records and output under ``into/womm-<id>/``; None when
-    ``task_id`` is no detached task in the namespace.
+    """Save an --async task's records and output under ``into/womm-<id>/`` (and nowhere
+    else: each record's ``seq`` is checked to be a job number); None when ``task_id`` is no
+    detached task in the namespace.
 
     Writes ``records.json``, ``records.csv`` (as ``Run.df``, without the outputs),
     ``result.json``, ``leader.log`` and ``jobs/<seq>.stdout`` / ``.stderr``.
     """
+    target = into / f"womm-{task_id}"
+    if target.parent != into:  # a path, not an id: no ConfigMap can have that name
+        return None
     core, _, namespace = _clients(context, namespace)
     if _root(core, task_id, namespace) is None:
         return None
@@ -370,7 +374,6 @@ def download(task_id: str, into: Path, *, context: str = "",
         raise BackendError(f"the job records of task {task_id} are malformed ({exc}): its "
                            "output ConfigMaps were changed by something other than its "
                            "leader; nothing was downloaded, and the task was kept.") from exc
-    target = into / f"womm-{task_id}"
     jobs = target / "jobs"
     jobs.mkdir(parents=True, exist_ok=True)
     (target / "records.json").write_text(json.dumps([record_json(r) for r in records],

@@ -46,7 +46,7 @@ def record_json(record: JobRecord) -> dict[str, Any]:
     return row
 
 
-def record_from_json(row: Mapping[str, Any]) -> JobRecord:
+def record_from_json(row: Any) -> JobRecord:
     """The record :func:`record_json` made, checked (it came back from the cluster).
 
     Raises
@@ -55,6 +55,8 @@ def record_from_json(row: Mapping[str, Any]) -> JobRecord:
         naming the field that is missing or of the wrong type; ``seq`` must be a job number
         (it names the record's files).
     """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"a record is not a JSON object: {str(row)[:80]}")
     seq = row.get("seq")
     if type(seq) is not int or seq < 0:
         raise ValueError(f"seq {seq!r} is not a job number")
