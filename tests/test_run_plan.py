@@ -257,7 +257,7 @@ def test_a_record_must_be_an_object():
         record_from_json([3])
 
 
-@pytest.mark.parametrize("task_id", ["x/../../escaped", "/tmp/x"])
+@pytest.mark.parametrize("task_id", ["x/../../escaped", "/tmp/x", "..", "k3xq9m2a/.."])
 def test_download_takes_ids_not_paths(tmp_path, task_id):
     from womm_jupyter.run.detached import download
 

@@ -44,8 +44,8 @@ from ..kube.client import (
     see_through,
 )
 from ..kube.shared_volume import shared_claim
+from ..naming import is_task_id, task_object_name
 from ..naming import owner as current_owner
-from ..naming import task_object_name
 from ..options import ParallelOptions
 from ..share import eager as share
 from . import gnu as _parallel
@@ -360,9 +360,9 @@ def download(task_id: str, into: Path, *, context: str = "",
     Writes ``records.json``, ``records.csv`` (as ``Run.df``, without the outputs),
     ``result.json``, ``leader.log`` and ``jobs/<seq>.stdout`` / ``.stderr``.
     """
-    target = into / f"womm-{task_id}"
-    if target.parent != into:  # a path, not an id: no ConfigMap can have that name
+    if not is_task_id(task_id):  # a path names no task; files go under into/womm-ID only
         return None
+    target = into / f"womm-{task_id}"
     core, _, namespace = _clients(context, namespace)
     if _root(core, task_id, namespace) is None:
         return None
