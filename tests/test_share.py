@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from womm_jupyter import share as share_methods
 from womm_jupyter.config import ProjectConfig, save_project
 from womm_jupyter.errors import OptionError
 from womm_jupyter.options import ParallelOptions, SetupOptions, resolve
@@ -11,15 +12,15 @@ from womm_jupyter.share import eager as share
 
 
 def test_method_numbers_names_and_project_config(tmp_path):
-    assert share.method("", tmp_path) == "none"  # no project: the image's files only
+    assert share_methods.method("", tmp_path) == "none"  # no project: the image's files only
     save_project(tmp_path, ProjectConfig(project_id="p", image="", share="eager-syncback"))
     sub = tmp_path / "sub"
     sub.mkdir()
-    assert share.method("", sub) == "eager-syncback"  # found above, as git finds .git
-    assert share.method("2", sub) == "eager"
-    assert share.method("4", sub) == "none"
+    assert share_methods.method("", sub) == "eager-syncback"  # found above, as git finds .git
+    assert share_methods.method("2", sub) == "eager"
+    assert share_methods.method("4", sub) == "none"
     with pytest.raises(OptionError, match="--share must be one of"):
-        share.method("rsync", sub)
+        share_methods.method("rsync", sub)
 
 
 def test_share_option_has_the_setup_menu_choices():
@@ -52,12 +53,10 @@ def _plan(**kw):
 
     from womm_jupyter.backends.base import LaunchPlan, WorkerPlan
 
-    options = resolve(ParallelOptions, {"kube_pods": 2, **kw.pop("options", {})}, environ={},
-                      config={})
     return LaunchPlan(task_id="abc", owner="me", cwd=Path("/p"), command="true",
-                      options=options, workers=(WorkerPlan("w0", 1, Path("/s")),), shell="",
-                      client_path="/c", created=0.0, coordinator_pid=1, host="h", image="i",
-                      **kw)
+                      workers=(WorkerPlan("w0", 1, Path("/s")),), shell="",
+                      client_path="/c", created=0.0, coordinator_pid=1, host="h", cpu=1.0,
+                      memory="512Mi", image="i", **kw)
 
 
 def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_says_why():
@@ -71,7 +70,7 @@ def test_privileged_fuse_is_an_opt_in_that_makes_lazy_workers_privileged_and_say
         "allowPrivilegeEscalation": False, "privileged": False}
     assert "womm/privileged" not in default["metadata"]["annotations"]
     assert "annotations" not in pod["metadata"]
-    lazy = worker_deployment(_plan(fuse=True, options={"privileged_fuse": True}), "agent")
+    lazy = worker_deployment(_plan(fuse=True), "agent")
     pod = lazy["spec"]["template"]
     assert pod["spec"]["containers"][0]["securityContext"] == {"privileged": True}
     assert "--privileged-fuse" in lazy["metadata"]["annotations"]["womm/privileged"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from womm_jupyter.backends.base import LaunchPlan
 from womm_jupyter.kube import manifests
 from womm_jupyter.kube import shared_volume as shared
-from womm_jupyter.options import ParallelOptions
 
 SHARED_VOLUME = {"name": "womm-shared", "persistentVolumeClaim": {"claimName": "lab-data"}}
 SHARED_MOUNT = {"name": "womm-shared", "mountPath": "/shared"}
@@ -17,9 +16,9 @@ SHARED_MOUNT = {"name": "womm-shared", "mountPath": "/shared"}
 
 def _plan(claim: str) -> LaunchPlan:
     return LaunchPlan(task_id="k3xq9m2a", owner="me.host", cwd=Path("/p"), command="echo",
-                      options=ParallelOptions(kube_pods=2), workers=(), shell="/bin/sh",
-                      client_path="", created=time.time(), coordinator_pid=1, host="h",
-                      image="img", shared_claim=claim)
+                      workers=(), shell="/bin/sh", client_path="", created=time.time(),
+                      coordinator_pid=1, host="h", cpu=1.0, memory="512Mi", image="img",
+                      shared_claim=claim)
 
 
 def _pod_specs(claim: str) -> list[dict]:

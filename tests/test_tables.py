@@ -16,7 +16,7 @@ from womm_jupyter.errors import OptionError
 from womm_jupyter.magics.render import TaskTable
 from womm_jupyter.naming import experiment_pod_name, experiment_task_key, kube_safe_name
 from womm_jupyter.options import ParallelOptions, resolve
-from womm_jupyter.run.coordinator import _job_inputs
+from womm_jupyter.run.gnu import job_inputs as _job_inputs
 from womm_jupyter.run.records import JoblogReader
 from womm_jupyter.server.dashboard import render
 

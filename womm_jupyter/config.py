@@ -11,7 +11,7 @@ Project config
           "image": "reg/womm-image-k3xq7a2m@sha256:...",   # what jobs run, by digest
           "tag": "reg/womm-image-k3xq7a2m:20250101-120000", # the pushed tag
           "base": "ubuntu:22.04",               # the first setup's base image
-          "share": "lazy",                      # lazy | eager | eager-syncback | none
+          "share": "lazy",                      # a name of share.METHODS
           "environment": {"GREETING": "..."},   # captured at setup, baked into the image
           "updated": 1735732800.0
         }
@@ -38,7 +38,6 @@ from .errors import ConfigError
 
 __all__ = [
     "PROJECT_FILE",
-    "SHARES",
     "ProjectConfig",
     "find_project",
     "load_project",
@@ -50,7 +49,6 @@ __all__ = [
 ]
 
 PROJECT_FILE = Path(".womm") / "config.json"
-SHARES = ("lazy", "eager", "eager-syncback", "none")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import share as share_methods
 from .errors import OptionError
 
 __all__ = [
@@ -103,11 +104,10 @@ class ParallelOptions:
                              "context's, or the pod's own when run inside a cluster)",
                              metavar="NS", short="-n")
     context: str = _context()
-    # The choices of SetupOptions.share (SHARE_CHOICES, defined below).
     share: str = _option("", help="how the workers see the project directory: 1 or lazy, 2 or "
                          "eager (rsynced before jobs start), 3 or eager-syncback (and changes "
                          "pulled back when all jobs end), 4 or none (the image's files only)",
-                         choices=("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none"),
+                         choices=share_methods.CHOICES,
                          metavar="METHOD", shown_default="the project's (`womm setup`), else none")
     privileged_fuse: bool = _option(False, help="let a lazy share mount the project with "
                                     "sshfs (FUSE) in each worker pod: the pods then run "
@@ -128,16 +128,13 @@ class ParallelOptions:
                                 "--build` recorded in the namespace")
 
 
-SHARE_CHOICES = ("1", "2", "3", "4", "lazy", "eager", "eager-syncback", "none")
-
-
 @dataclasses.dataclass(frozen=True)
 class SetupOptions:
     """Options of ``womm setup`` / ``%womm_setup``: one flag per question of the dialogue."""
 
     share: str = _option("", help="how to share the project directory with the workers: 1 or "
                          "lazy, 2 or eager (no syncback), 3 or eager-syncback, 4 or none",
-                         choices=SHARE_CHOICES, metavar="METHOD",
+                         choices=share_methods.CHOICES, metavar="METHOD",
                          shown_default="ask; a repeated setup keeps the recorded one")
     base: str = _option("", help="base image of the testbed; giving it on a repeated setup "
                         "starts again from this image instead of the project's",

@@ -6,8 +6,7 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from ..options import ParallelOptions
+from typing import Any
 
 # Labels on every object womm creates, so `womm status` finds it and `womm finish` removes it.
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -30,23 +29,25 @@ class WorkerPlan:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """Everything a backend needs to start a task's workers."""
+    """Everything a backend needs to start a task's workers (made by ``run/plan.py``)."""
 
     task_id: str
     owner: str
     cwd: Path
     command: str  # the GNU parallel command line, for labels and `womm status`
-    options: ParallelOptions
-    workers: tuple[WorkerPlan, ...]
+    workers: tuple[WorkerPlan, ...]  # one per pod (container, process): the worker count
     shell: str  # shell the agents run jobs with (the user's, when the worker has it)
     client_path: str  # womm's job shell; agents alias it to their shell (see agent.pl)
     created: float
     coordinator_pid: int
     host: str
+    cpu: float  # each worker's CPUs (requests = limits)
+    memory: str  # each worker's memory, e.g. 512Mi
     image: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     # Called with a worker's name (a pod's, on Kubernetes) from a backend thread once it is
-    # running and before it takes jobs (the eager share's upload); an exception keeps it out.
+    # running and before it takes jobs (the share's upload or mount, share/session.py); an
+    # exception keeps it out.
     prepare: Callable[[str], None] | None = None
     # The namespace's shared PersistentVolumeClaim, mounted at /shared (see shared.py).
     shared_claim: str = ""
@@ -81,6 +82,10 @@ class Backend(abc.ABC):
 
     name: str = ""
     replaces_workers = False  # whether lost workers come back by themselves (Kubernetes)
+    # Whether workers have a filesystem of their own (pods), so that a share must carry the
+    # project directory there; Docker and local workers use this machine's directory itself.
+    own_filesystem = False
+    namespace = ""  # where the workers live, when the backend has namespaces (Kubernetes)
 
     @abc.abstractmethod
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
@@ -92,6 +97,15 @@ class Backend(abc.ABC):
     def share_targets(self) -> list[str]:
         """Workers whose files are not this machine's (pods): syncback pulls from these."""
         return []
+
+    def exec_stream(self, worker: str, command: list[str]) -> Any:
+        """A binary exec stream running ``command`` in ``worker`` (the lazy share's sshfs);
+        only backends with :attr:`own_filesystem` have one."""
+        raise NotImplementedError(f"the {self.name} backend has no exec stream")
+
+    def replace_worker(self, worker: str, why: str) -> None:  # noqa: B027 - optional
+        """Take ``worker`` out of the run and have another started in its place (a lazy
+        share whose mount broke); backends that do not replace workers ignore it."""
 
     def fatal(self) -> str:
         """A reason the workers cannot start that waiting will not cure (ImagePullBackOff,

@@ -54,10 +54,10 @@ class DockerBackend(Backend):
     def _labels(self, plan: LaunchPlan) -> dict[str, str]:
         return {MANAGED_BY: "womm", LABEL_TASK: plan.task_id, LABEL_OWNER: plan.owner,
                 "womm/cwd": str(plan.cwd), "womm/command": plan.command[:4000],
-                "womm/cpu": f"{plan.options.kube_cpu:g}", "womm/mem": plan.options.kube_mem,
+                "womm/cpu": f"{plan.cpu:g}", "womm/mem": plan.memory,
                 "womm/created": f"{plan.created:.0f}", "womm/host": plan.host,
                 "womm/pid": str(plan.coordinator_pid),
-                "womm/desired": str(plan.options.kube_pods)}
+                "womm/desired": str(len(plan.workers))}
 
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         import docker.errors
@@ -96,8 +96,8 @@ class DockerBackend(Backend):
                     volumes={str(plan.cwd): {"bind": str(plan.cwd), "mode": "rw"},
                              str(worker.socket_dir): {"bind": _SOCKET_DIR_IN_WORKER,
                                                       "mode": "rw"}},
-                    nano_cpus=int(plan.options.kube_cpu * 1e9),
-                    mem_limit=parse_memory(plan.options.kube_mem),
+                    nano_cpus=int(plan.cpu * 1e9),
+                    mem_limit=parse_memory(plan.memory),
                     # Engines here run without a bridge; jobs share this machine's network as
                     # a pod shares its node's reachability.
                     network_mode="host", init=True, environment={"HOME": "/tmp"})

@@ -51,6 +51,7 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
     replaces_workers = True
+    own_filesystem = True
 
     def __init__(self, context: str = "", namespace: str = "") -> None:
         self._context = context

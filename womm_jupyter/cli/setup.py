@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from .. import share as share_methods
 from ..backends.docker import connect
 from ..errors import OptionError, SetupError
 from ..options import SetupOptions
@@ -24,13 +25,9 @@ from . import _terminal
 
 __all__ = ["setup", "show"]
 
-_SHARE_MENU = """\
-How do you want to share {cwd} to your cloud?
-1) lazily
-2) eagerly (no syncback)
-3) eagerly (syncback on complete, not recommended)
-4) not at all
-*) never mind, quit"""
+_SHARE_MENU = "\n".join(["How do you want to share {cwd} to your cloud?",
+                         *(f"{m.number}) {m.label}" for m in share_methods.METHODS),
+                         "*) never mind, quit"])
 _PREFIX_QUESTION = """\
 What is a prefix of a docker image name that you are authorized to push to a secure location?
 e.g. 'us-west4-docker.pkg.dev/angr-ci/defcon/'"""
@@ -194,7 +191,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
     project_dir, previous = found if found else (cwd, None)
 
     # -- share method ------------------------------------------------------------------------
-    share = setup_plan.share_name(options.share) if options.share else ""
+    share = share_methods.share_name(options.share) if options.share else ""
     if not share and previous is not None:
         _say(f"This project ({project_dir}) runs {previous.image}, shared {previous.share}.")
         share = previous.share
@@ -203,12 +200,12 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
     if not share:
         if options.yes:
             raise OptionError("--share is required with --yes on a first setup "
-                              "(1 lazy, 2 eager, 3 eager-syncback, 4 none)")
+                              f"({share_methods.NUMBERED_NAMES})")
         _say(_SHARE_MENU.format(cwd=cwd))
-        answer = _ask("*", ("1", "2", "3", "4", "*"))
+        answer = _ask("*", (*(m.number for m in share_methods.METHODS), "*"))
         if answer == "*":
             raise _Quit("Never mind: nothing was changed.", 0)
-        share = setup_plan.share_name(answer)
+        share = share_methods.share_name(answer)
 
     # -- start image: the project's (no base given), or a base, which starts afresh ------------
     base = options.base
@@ -297,7 +294,7 @@ def _setup(options: SetupOptions, cwd: Path) -> int:
         _say(f"{published.tagged}: digest: {published.digest}")
         path = setup_plan.record(plan, published, environment)
         _say(f"Saved in {path}: jobs now run {published.reference}")
-        if plan.share == "lazy":
+        if share_methods.by_name(plan.share).privileged_fuse:
             _say("On Kubernetes a lazy share mounts this directory in each worker pod with "
                  "sshfs: run `womm parallel --privileged-fuse ...` to allow that (the worker "
                  "pods then run privileged; see README). Docker and local runs need nothing.")

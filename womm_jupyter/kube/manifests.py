@@ -27,7 +27,7 @@ def task_labels(plan: LaunchPlan) -> dict[str, str]:
 
 def _annotations(plan: LaunchPlan) -> dict[str, str]:
     return {"womm/cwd": str(plan.cwd), "womm/command": plan.command,
-            "womm/cpu": f"{plan.options.kube_cpu:g}", "womm/mem": plan.options.kube_mem,
+            "womm/cpu": f"{plan.cpu:g}", "womm/mem": plan.memory,
             "womm/host": plan.host, "womm/pid": str(plan.coordinator_pid),
             **({"womm/privileged": FUSE_REASON} if plan.fuse else {})}
 
@@ -46,7 +46,7 @@ def _security_context(plan: LaunchPlan) -> dict[str, Any]:
 
 
 def _worker_container(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
-    resources = {"cpu": f"{plan.options.kube_cpu:g}", "memory": plan.options.kube_mem}
+    resources = {"cpu": f"{plan.cpu:g}", "memory": plan.memory}
     return {
         "name": "worker",
         "image": plan.image,
@@ -83,7 +83,7 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
         "metadata": {"name": task_object_name(plan.task_id), "labels": labels,
                      "annotations": _annotations(plan)},
         "spec": {
-            "replicas": plan.options.kube_pods,
+            "replicas": len(plan.workers),
             "selector": {"matchLabels": {LABEL_TASK: plan.task_id}},
             "template": {
                 "metadata": {"labels": labels, **(

@@ -9,14 +9,10 @@ this machine unless ``--local-procs`` asked for local slots.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import itertools
 import os
 import queue
-import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,13 +22,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import _paths, tasks
-from ..backends import Backend, LaunchPlan, LocalBackend, WorkerPlan, select_backend
-from ..errors import BackendError, ImageError, OptionError, ShareError, WommError, WorkersLostError
-from ..naming import new_task_id, owner, task_object_name
+from ..backends import Backend, LocalBackend, WorkerPlan, select_backend
+from ..errors import BackendError, ImageError, WommError, WorkersLostError
+from ..naming import new_task_id, task_object_name
 from ..options import ParallelOptions
-from ..share import eager as share
-from ..share.lazy import LazyMount, sftp_server
+from ..share.session import ShareSession
 from . import gnu as _parallel
+from .plan import plan_run, task_record, write_client
 from .records import JoblogReader, JobRecord
 
 __all__ = ["Dispatch", "Event", "Progress"]
@@ -101,63 +97,6 @@ class _Slots:
             tmp.replace(path)  # atomic: a connecting client sees the old or the new worker
 
 
-InputsOf = Callable[[int], tuple[str, ...] | None]
-
-
-def _job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> InputsOf:
-    """Map a job's sequence number to its input values, where that mapping is certain.
-
-    Certain means one job per input line (or per combination of ``:::`` values): no options
-    that group or split arguments. Otherwise records carry ``inputs=None``.
-    """
-    grouping = {"-N", "-n", "-L", "-l", "-X", "-m", "--pipe", "--pipepart", "--header",
-                "--max-args", "--max-lines", "--max-replace-args", "--xargs", "--block",
-                "--group-by", "--shard", "--bin", "--colsep", "-C", "--skip-first-line",
-                "--arg-file", "-a", "--resume", "--resume-failed", "--retry-failed"}
-    words = list(argv)
-    first_sep = next((i for i, w in enumerate(words) if w in _parallel.INPUT_SEPARATORS),
-                     len(words))
-    if any(w.split("=")[0] in grouping for w in words[:first_sep]):
-        return lambda seq: None
-    sources: list[list[str]] = []
-    linked: list[bool] = []
-    index = first_sep
-    while index < len(words):
-        sep = words[index]
-        index += 1
-        values: list[str] = []
-        while index < len(words) and words[index] not in _parallel.INPUT_SEPARATORS:
-            values.append(words[index])
-            index += 1
-        if sep.startswith("::::"):
-            return lambda seq: None  # files read by GNU parallel: not ours to re-read
-        sources.append(values)
-        linked.append(sep.endswith("+"))
-    if not sources:
-        items = fed or []
-        return lambda seq: (items[seq - 1],) if 0 < seq <= len(items) else None
-    if fed:
-        return lambda seq: None  # stdin is ignored when ::: is given; keep it simple
-    # Linked sources (:::+) pair with the previous one; the rest combine, last fastest.
-    groups: list[list[tuple[str, ...]]] = []
-    for values, link in zip(sources, linked, strict=True):
-        if link and groups:
-            previous = groups[-1]
-            groups[-1] = [(*old, values[i % len(values)]) for i, old in enumerate(previous)]
-        else:
-            groups.append([(value,) for value in values])
-    combos = [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*groups)]
-    return lambda seq: combos[seq - 1] if 0 < seq <= len(combos) else None
-
-
-def _total(argv: tuple[str, ...], fed: list[str] | None) -> int | None:
-    inputs_of = _job_inputs(argv, fed)
-    count = 0
-    while inputs_of(count + 1) is not None:
-        count += 1
-    return count or None
-
-
 def _die_with_parent() -> None:
     # GNU parallel runs in its own session (so Ctrl-C reaches womm first); if womm itself is
     # killed, the kernel ends GNU parallel too instead of leaving it feeding the workers.
@@ -206,11 +145,7 @@ class Dispatch:
         self._parallel: subprocess.Popen[bytes] | None = None
         self._backends: list[Backend] = []
         self._lost_reasons: list[str] = []
-        self._share_notes: queue.Queue[str] = queue.Queue()  # from backend threads
-        self._uploaded: dict[str, str] | None = None  # path -> sha256 at upload (syncback)
-        self._mounts: dict[str, LazyMount] = {}  # pod -> its lazy-share mount
-        self._mounts_lock = threading.Lock()
-        self._unmounting = False
+        self._share: ShareSession | None = None
 
     # -- public -----------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -227,7 +162,8 @@ class Dispatch:
             return self._run(tdir)
         finally:
             self._stop_parallel()
-            self._unmount_all()
+            if self._share is not None:
+                self._share.close()
             for backend in reversed(self._backends):
                 try:
                     kind = backend.delete()
@@ -239,174 +175,47 @@ class Dispatch:
             tasks.remove(self.task_id)
 
     # -- internals --------------------------------------------------------------------------
-    def _plan(self, tdir: Path, backend: Backend) -> tuple[LaunchPlan, LaunchPlan | None]:
-        opts = self.options
-        name = task_object_name(self.task_id)
-        remote = tuple(WorkerPlan(f"{name}-{i}", opts.procs_per_pod, tdir / "w" / str(i))
-                       for i in range(opts.kube_pods))
-        image = opts.image
-        if backend.name != "local" and not image:
-            raise OptionError(f"--image is required on the {backend.name} backend until "
-                              "`womm setup` has built a project image (e.g. --image "
-                              "womm-base:bookworm, made by tools/base-image.sh).")
-        user_shell = os.environ.get("SHELL", "") or "/bin/bash"
-        base = dict(task_id=self.task_id, owner=owner(), cwd=self.cwd,
-                    command=shlex.join(self.args.argv), options=opts, shell=user_shell,
-                    client_path=str(tdir / "sh"), created=time.time(),
-                    coordinator_pid=os.getpid(), host=socket.gethostname(), image=image)
-        main = LaunchPlan(workers=remote, **base)  # type: ignore[arg-type]
-        local = None
-        if opts.local_procs:
-            local = LaunchPlan(workers=(WorkerPlan(f"{name}-local", opts.local_procs,
-                                                   tdir / "w" / "local"),), **base)  # type: ignore[arg-type]
-        return main, local
-
-    def _write_client(self, tdir: Path) -> Path:
-        client = tdir / "sh"
-        client.write_text(f"#!{_paths.perl()}\n" + _paths.transport_file("womm_sh.pl").read_text())
-        client.chmod(0o755)
-        return client
-
     def _run(self, tdir: Path) -> int:
         backend, reason = select_backend(self.options.backend, self.options.context,
                                          self.options.namespace)
         self.emit(Event("backend", reason))
-        main, local = self._plan(tdir, backend)
-        client = self._write_client(tdir)
-        workers = main.workers + (local.workers if local else ())
-        tasks.write_task(self.task_id, {
-            "task_id": self.task_id, "backend": backend.name, "created": main.created,
-            "pid": main.coordinator_pid, "host": main.host, "cpu": f"{self.options.kube_cpu:g}",
-            "mem": self.options.kube_mem, "cwd": str(self.cwd), "command": main.command,
-            "owner": main.owner, "desired": len(workers)})
+        plan = plan_run(self.options, task_id=self.task_id, cwd=self.cwd, argv=self.args.argv,
+                        task_dir=tdir, backend_name=backend.name)
+        client = write_client(tdir)
+        workers = plan.workers
+        tasks.write_task(self.task_id, task_record(plan, backend.name))
         tasks.touch_heartbeat(self.task_id)
 
         def on_gone(name: str, why: str) -> None:
             self._gone.put((name, why))
 
         # Before the backend counts as launched: a refused share leaves nothing to delete.
-        method = self._share_method(backend)
+        self._share = ShareSession(backend, self.cwd, self.task_id, value=self.options.share,
+                                   privileged_fuse=self.options.privileged_fuse,
+                                   context=self.options.context,
+                                   start_timeout=self.options.start_timeout)
+        self._emit_share_notes()
         self._backends.append(backend)
-        if method in ("eager", "eager-syncback"):
-            main = dataclasses.replace(main, prepare=functools.partial(
-                self._upload, backend, method == "eager-syncback"))
-        elif method == "lazy":
-            main = dataclasses.replace(main, fuse=True,
-                                       prepare=functools.partial(self._mount, backend))
-        kind = backend.launch(main, on_gone)
+        kind = backend.launch(self._share.plan(plan.main), on_gone)
         self.emit(Event("created", f"{kind}/{task_object_name(self.task_id)} created"))
-        if local:
+        if plan.local:
             local_backend = LocalBackend()
             self._backends.append(local_backend)
-            local_backend.launch(local, on_gone)
+            local_backend.launch(plan.local, on_gone)
         slots = _Slots(tdir / "s", workers)
         self._await_first_worker(slots, workers)
         code = self._run_parallel(tdir, client, slots, workers)
-        self._drain_share_notes()
-        if method == "eager-syncback":
-            self._syncback(backend)
+        self._emit_share_notes()
+        self._share.after_run()
+        self._emit_share_notes()
         return code
 
-    # -- shares (see share.py) --------------------------------------------------------------
-    def _share_method(self, backend: Backend) -> str:
-        method = share.method(self.options.share, self.cwd)
-        if backend.name != "kubernetes":
-            if method != "none":
-                self.emit(Event("share", f"womm: share {method}: the {backend.name} workers "
-                                         f"use {self.cwd} itself"))
-            return "none"
-        if method == "lazy" and not self.options.privileged_fuse:
-            raise ShareError(
-                "a lazy share on Kubernetes needs --privileged-fuse: it mounts your directory "
-                "in each worker pod with sshfs (FUSE), and on containerd/runc only a privileged "
-                "pod may open /dev/fuse (CAP_SYS_ADMIN and a hostPath /dev/fuse are not enough: "
-                "'fuse: failed to open /dev/fuse: Operation not permitted'; see README). "
-                "--privileged-fuse runs the worker pods privileged (every capability and "
-                "device of the node) and lets their jobs read and write this directory as "
-                "you. Or run with --share eager (or eager-syncback), or --share none.")
-        if method == "lazy":
-            sftp_server()  # missing here: say so before any pod is created
-        elif self.options.privileged_fuse:
-            self.emit(Event("share", f"womm: --privileged-fuse ignored: it serves --share lazy "
-                                     f"only (this run's share: {method}); the pods run "
-                                     "unprivileged"))
-        return method
-
-    def _mount(self, backend: Backend, pod: str) -> None:
-        """A pod's prepare step (backend thread): mount the project there with sshfs."""
-        from ..backends.kubernetes import KubernetesBackend
-
-        assert isinstance(backend, KubernetesBackend)  # _share_method: lazy is Kubernetes only
-        mount = LazyMount(pod, self.cwd, functools.partial(backend.exec_stream, pod),
-                          functools.partial(self._mount_lost, backend))
-        seconds = mount.start(self.options.start_timeout)
-        with self._mounts_lock:
-            if self._unmounting:  # the run ended while this pod was mounting
-                mount.close()
-                raise ShareError(f"share: the run ended while pod {pod} was mounting")
-            self._mounts[pod] = mount
-        self._share_notes.put(f"womm: share: pod {pod}: {self.cwd} mounted lazily (sshfs) in "
-                              f"{seconds:.1f} s")
-
-    def _mount_lost(self, backend: Backend, pod: str, why: str) -> None:
-        with self._mounts_lock:
-            self._mounts.pop(pod, None)
-            if self._unmounting:
-                return
-        self._share_notes.put(f"womm: share: pod {pod}: {why}; it is replaced")
-        from ..backends.kubernetes import KubernetesBackend
-
-        if isinstance(backend, KubernetesBackend):
-            backend.replace_worker(pod, why)
-
-    def _unmount_all(self) -> None:
-        with self._mounts_lock:
-            self._unmounting = True
-            mounts = list(self._mounts.values())
-            self._mounts.clear()
-        for mount in mounts:
-            mount.stop_soon()
-        for mount in mounts:
-            mount.close()
-
-    def _upload(self, backend: Backend, record_hashes: bool, pod: str) -> None:
-        """A pod's prepare step (backend thread): rsync the project into it."""
-        note = self._share_notes.put
-        if record_hashes and self._uploaded is None:
-            # Hashed before the first upload: a file edited during the upload then counts as
-            # changed here, which can only keep a local version, never lose one.
-            self._uploaded = share.hash_tree(self.cwd)
-        namespace = getattr(backend, "namespace", "")
-        result = share.push(self.cwd, pod, namespace=namespace, context=self.options.context,
-                            report=lambda text: note(f"womm: {text}"))
-        note(f"womm: share: pod {pod}: {result.files} files, {share.size_text(result.total_bytes)};"
-             f" sent {result.transferred_files} files, "
-             f"{share.size_text(result.transferred_bytes)} of file data in {result.seconds:.1f} s")
-
-    def _drain_share_notes(self) -> None:
-        while True:
-            try:
-                self.emit(Event("share", self._share_notes.get_nowait()))
-            except queue.Empty:
-                return
-
-    def _syncback(self, backend: Backend) -> None:
-        namespace = getattr(backend, "namespace", "")
-        uploaded = self._uploaded or {}
-        for pod in backend.share_targets():
-            staging = self.cwd / ".womm" / f"syncback-{self.task_id}-{pod}"
-            result = share.pull(self.cwd, pod, uploaded, namespace=namespace,
-                                context=self.options.context, staging=staging)
-            self.emit(Event("share", f"womm: share: syncback from pod {pod}: "
-                                     f"{len(result.updated)} files new or changed here, "
-                                     f"{len(result.conflicts)} conflicts "
-                                     f"({result.seconds:.1f} s)"))
-            for path, kept in result.conflicts:
-                self.emit(Event("share", f"womm: share: conflict: {path} changed here and on "
-                                         f"pod {pod}; yours stays, the pod's is {kept}"))
+    def _emit_share_notes(self) -> None:
+        for text in self._share.notes() if self._share else ():
+            self.emit(Event("share", text))
 
     def _check_ready(self, slots: _Slots, workers: tuple[WorkerPlan, ...]) -> None:
-        self._drain_share_notes()
+        self._emit_share_notes()
         while True:
             try:
                 name, why = self._gone.get_nowait()
@@ -507,9 +316,9 @@ class Dispatch:
                                              (self._parallel.stderr, "stderr"))]
         for thread in threads:
             thread.start()
-        reader = JoblogReader(joblog, tdir / "j", _job_inputs(self.args.argv, self.inputs),
+        reader = JoblogReader(joblog, tdir / "j", _parallel.job_inputs(self.args.argv, self.inputs),
                               offset)
-        total = _total(self.args.argv, self.inputs)
+        total = _parallel.job_count(self.args.argv, self.inputs)
         last_beat = 0.0
         lost_since: float | None = None
         failed = 0

@@ -23,18 +23,15 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
-import datetime as dt
 import itertools
 import json
-import os
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import backends
+from .. import share as share_methods
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
 from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from ..kube import manifests
@@ -47,19 +44,17 @@ from ..kube.client import (
     see_through,
 )
 from ..kube.shared_volume import shared_claim
+from ..naming import is_task_id, task_object_name
 from ..naming import owner as current_owner
-from ..naming import task_object_name
 from ..options import ParallelOptions
 from ..share import eager as share
 from . import gnu as _parallel
+from .records import CSV_FIELDS, csv_row, record_from_json, record_json
 
-__all__ = ["PART_BYTES", "SHARE_READY", "Submitted", "download", "finish", "logs", "submit",
-           "tasks"]
+__all__ = ["SHARE_READY", "Submitted", "download", "finish", "logs", "submit", "tasks"]
 
-PART_BYTES = 512 * 1024  # well under a ConfigMap's 1 MiB, base64 included
 SHARE_READY = "/tmp/womm-share-uploaded"  # in the leader's pod: the client's upload is whole
 _LEADER_START = 300  # seconds the client waits for the leader's pod to upload an eager share
-_UPLOAD_WAIT = 900  # seconds the leader waits for that upload
 _MAX_INPUT = 700 * 1024
 
 
@@ -116,16 +111,9 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                                                    and not options.context):
         raise OptionError("--async needs a Kubernetes cluster (the coordinator runs there): "
                           "set KUBECONFIG or --context, or run without --async.")
-    method = share.method(options.share, cwd)
-    if method == "lazy":
-        raise OptionError("--async cannot be used with a lazy share: the workers would read "
-                          "your directory from this machine after you disconnect. Run with "
-                          "--share none, or without --async.")
-    if method == "eager-syncback":
-        raise OptionError("--async cannot be used with an eager-syncback share: files come "
-                          "back to your directory only while the client waits for the run. "
-                          "Run with --share eager (the output comes back through `womm "
-                          "finish`), or without --async.")
+    method = share_methods.method(options.share, cwd)
+    if share_methods.by_name(method).async_refusal:
+        raise OptionError(share_methods.by_name(method).async_refusal)
     if options.local_procs:
         raise OptionError("--local-procs cannot be used with --async: the coordinator runs in "
                           "the cluster, not on this machine.")
@@ -174,7 +162,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
     except ApiError:
         delete_each(namespace, (("configmap", core.delete_namespaced_config_map, name),))
         raise
-    if method == "eager":
+    if share_methods.by_name(method).uploads:
         try:
             _upload_to_leader(core, task_id, namespace, options.context, cwd, report)
         except BaseException:
@@ -365,30 +353,38 @@ def _records_from_parts(core: Any, task_id: str, namespace: str) -> list[dict[st
 
 def download(task_id: str, into: Path, *, context: str = "",
              namespace: str = "") -> Path | None:
-    """Save an --async task's records and output under ``into/womm-<id>/``; None when
-    ``task_id`` is no detached task in the namespace.
+    """Save an --async task's records and output under ``into/womm-<id>/`` (and nowhere
+    else: each record's ``seq`` is checked to be a job number); None when ``task_id`` is no
+    detached task in the namespace.
 
     Writes ``records.json``, ``records.csv`` (as ``Run.df``, without the outputs),
     ``result.json``, ``leader.log`` and ``jobs/<seq>.stdout`` / ``.stderr``.
     """
+    if not is_task_id(task_id):  # a path names no task; files go under into/womm-ID only
+        return None
+    target = into / f"womm-{task_id}"
     core, _, namespace = _clients(context, namespace)
     if _root(core, task_id, namespace) is None:
         return None
-    records = _records_from_parts(core, task_id, namespace)
-    target = into / f"womm-{task_id}"
+    try:
+        # Checked before anything is written: a record's seq names its files under jobs/.
+        records = [record_from_json(row) for row in _records_from_parts(core, task_id,
+                                                                          namespace)]
+    except ValueError as exc:
+        raise BackendError(f"the job records of task {task_id} are malformed ({exc}): its "
+                           "output ConfigMaps were changed by something other than its "
+                           "leader; nothing was downloaded, and the task was kept.") from exc
     jobs = target / "jobs"
     jobs.mkdir(parents=True, exist_ok=True)
-    (target / "records.json").write_text(json.dumps(records, indent=1))
-    fields = ["seq", "inputs", "worker", "start", "runtime", "exit_code", "signal", "command"]
+    (target / "records.json").write_text(json.dumps([record_json(r) for r in records],
+                                                    indent=1))
     with open(target / "records.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(fields)
-        for record in records:
-            writer.writerow([json.dumps(record[f]) if f == "inputs" else record[f]
-                             for f in fields])
+        writer.writerow(CSV_FIELDS)
+        writer.writerows(csv_row(record) for record in records)
     for record in records:
-        (jobs / f"{record['seq']}.stdout").write_text(record["stdout"])
-        (jobs / f"{record['seq']}.stderr").write_text(record["stderr"])
+        (jobs / f"{record.seq}.stdout").write_text(record.stdout)
+        (jobs / f"{record.seq}.stderr").write_text(record.stderr)
     try:
         result = core.read_namespaced_config_map(f"{task_object_name(task_id)}-result",
                                                  namespace)
@@ -440,165 +436,3 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
 
     see_through(step, wait)
     return deleted
-
-
-# -- the leader (in the cluster) --------------------------------------------------------------
-class _Sink:
-    """Job records as JSON lines into ConfigMaps ``-output-<n>`` while the run goes on."""
-
-    def __init__(self, core: Any, task_id: str, owner: str, root_uid: str,
-                 namespace: str) -> None:
-        self.core, self.task_id, self.owner = core, task_id, owner
-        self.root_uid, self.namespace = root_uid, namespace
-        self.part = 0
-        self.buffer = b""  # the current part's bytes (rewritten whole on each flush)
-        self.pending: list[bytes] = []
-        self.lock = threading.Lock()  # records arrive on the run's thread, flushes on another
-
-    def add(self, record: Any) -> None:
-        row = dataclasses.asdict(record)
-        row["start"] = record.start.isoformat()
-        row["inputs"] = list(record.inputs) if record.inputs is not None else None
-        with self.lock:
-            self.pending.append(json.dumps(row).encode() + b"\n")
-
-    def flush(self) -> None:
-        with self.lock:
-            data = b"".join(self.pending)
-            self.pending.clear()
-        while data:
-            room = PART_BYTES - len(self.buffer)
-            self.buffer += data[:room]
-            data = data[room:]
-            self._write()
-            if len(self.buffer) >= PART_BYTES:
-                self.part += 1
-                self.buffer = b""
-
-    def _write(self) -> None:
-        body = manifests.detached_part(task_id=self.task_id, owner=self.owner,
-                                       root_uid=self.root_uid, role="output", index=self.part,
-                                       data_b64=base64.b64encode(self.buffer).decode())
-        for _attempt in range(5):
-            try:
-                try:
-                    self.core.replace_namespaced_config_map(body["metadata"]["name"],
-                                                            self.namespace, body)
-                except ApiError as exc:
-                    if exc.status != 404:
-                        raise
-                    self.core.create_namespaced_config_map(self.namespace, body)
-                return
-            except ApiError as exc:
-                print(f"womm: leader: saving output failed ({exc.reason}); retrying",
-                      file=sys.stderr, flush=True)
-                time.sleep(1)
-        raise BackendError("the leader could not save job output into ConfigMaps")
-
-    def result(self, outcome: dict[str, Any]) -> None:
-        body = manifests.detached_part(
-            task_id=self.task_id, owner=self.owner, root_uid=self.root_uid, role="result",
-            index=0, data_b64=base64.b64encode(json.dumps(outcome).encode()).decode())
-        self.core.create_namespaced_config_map(self.namespace, body)
-
-
-def _await_upload(cwd: Path) -> None:
-    """In the leader: wait until the client's upload of the eager share is whole."""
-    print(f"womm: waiting for the client to upload {cwd} (eager share)", file=sys.stderr,
-          flush=True)
-    ready = Path(SHARE_READY)
-    deadline = time.monotonic() + _UPLOAD_WAIT
-    while not ready.exists():  # a local file the client creates by exec: nothing to watch
-        if time.monotonic() > deadline:
-            raise ShareError(f"the client did not finish uploading {cwd} within {_UPLOAD_WAIT}"
-                             " s (was it stopped?): run the task again.")
-        time.sleep(0.5)
-    print("womm: the project directory is here; the workers get it before they take jobs",
-          file=sys.stderr, flush=True)
-
-
-def leader_main() -> int:
-    """Entry point of the leader Job (``python3 -m womm_jupyter.run.leader``)."""
-    import signal
-
-    from ..errors import WommError
-    from .coordinator import Dispatch, Event
-
-    task_id = os.environ["WOMM_TASK_ID"]
-    root_uid = os.environ["WOMM_ROOT_UID"]
-    owner = os.environ.get("WOMM_OWNER", "")
-    inputs_dir = Path(manifests.LEADER_MOUNT)
-    spec = json.loads((inputs_dir / "spec.json").read_text())
-    built = clients()
-    core, namespace = built.core, built.namespace
-    sink = _Sink(core, task_id, owner, root_uid, namespace)
-    options = ParallelOptions(**spec["options"])
-    argv = list(spec["argv"])
-    cwd = Path(spec["cwd"])
-    cwd.mkdir(parents=True, exist_ok=True)  # the workers run there too (an empty directory
-    # unless a share fills it)
-    lines: list[str] | None = None
-    stdin_file = inputs_dir / "stdin"
-    data = stdin_file.read_bytes() if stdin_file.exists() else None
-    stdin_handle = None
-    if data is not None:
-        null = "-0" in argv or "--null" in argv
-        try:
-            text = data.decode("utf-8")
-            lines = text.split("\0" if null else "\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-        except UnicodeDecodeError:
-            stdin_handle = open(stdin_file, "rb")  # GNU parallel reads the raw bytes
-    else:
-        lines = []  # inputs come from ::: arguments; nothing on stdin
-
-    def emit(event: Event) -> None:
-        if event.kind == "stdout":
-            sys.stdout.buffer.write(event.data)
-            sys.stdout.buffer.flush()
-        elif event.kind == "stderr":
-            sys.stderr.buffer.write(event.data)
-            sys.stderr.buffer.flush()
-        elif event.kind == "record":
-            sink.add(event.data)
-        elif event.text:
-            print(event.text, file=sys.stderr, flush=True)
-
-    dispatch = Dispatch(options, argv, cwd=cwd, emit=emit,
-                        inputs=lines if stdin_handle is None else None, stdin=stdin_handle,
-                        capture=True, task_id=task_id)
-    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
-        target=dispatch.cancel, daemon=True).start())
-    stop = threading.Event()
-
-    def flusher() -> None:
-        while not stop.wait(2.0):
-            sink.flush()
-
-    thread = threading.Thread(target=flusher, daemon=True)
-    thread.start()
-    print(f"womm: leader of task {task_id} in namespace {namespace}", file=sys.stderr,
-          flush=True)
-    outcome: dict[str, Any] = {"exit_code": None, "error": "",
-                               "ended": dt.datetime.now(dt.UTC).isoformat()}
-    try:
-        if options.share == "eager":
-            _await_upload(cwd)
-        outcome["exit_code"] = dispatch.run()
-    except KeyboardInterrupt:
-        outcome["error"] = "cancelled (the leader was stopped, e.g. by `womm finish`)"
-    except WommError as exc:
-        outcome["error"] = str(exc)
-        print(f"womm: error: {outcome['error']}", file=sys.stderr, flush=True)
-    finally:
-        stop.set()
-        thread.join()
-        sink.flush()
-    outcome["records"] = len(dispatch.records)
-    outcome["ended"] = dt.datetime.now(dt.UTC).isoformat()
-    sink.result(outcome)
-    print(f"womm: task {task_id} ended: {len(dispatch.records)} jobs, GNU parallel exit "
-          f"status {outcome['exit_code']}", file=sys.stderr, flush=True)
-    code = outcome["exit_code"]
-    return code if isinstance(code, int) else 1

@@ -1,8 +1,10 @@
-"""GNU parallel's side: reading the user's options, the argv womm runs, the citation."""
+"""GNU parallel's side: reading the user's options, which inputs each job gets, the citation."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import _paths
@@ -89,6 +91,64 @@ def inspect(argv: list[str] | tuple[str, ...]) -> ParallelArgs:
     rest = args[index:]
     has_command = bool(rest) and rest[0] not in INPUT_SEPARATORS
     return ParallelArgs(tuple(argv), joblog, tuple(env_names), has_command, joblog_append)
+
+
+InputsOf = Callable[[int], tuple[str, ...] | None]
+
+
+def job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> InputsOf:
+    """Map a job's sequence number to its input values, where that mapping is certain.
+
+    Certain means one job per input line (or per combination of ``:::`` values): no options
+    that group or split arguments. Otherwise records carry ``inputs=None``.
+    """
+    grouping = {"-N", "-n", "-L", "-l", "-X", "-m", "--pipe", "--pipepart", "--header",
+                "--max-args", "--max-lines", "--max-replace-args", "--xargs", "--block",
+                "--group-by", "--shard", "--bin", "--colsep", "-C", "--skip-first-line",
+                "--arg-file", "-a", "--resume", "--resume-failed", "--retry-failed"}
+    words = list(argv)
+    first_sep = next((i for i, w in enumerate(words) if w in INPUT_SEPARATORS),
+                     len(words))
+    if any(w.split("=")[0] in grouping for w in words[:first_sep]):
+        return lambda seq: None
+    sources: list[list[str]] = []
+    linked: list[bool] = []
+    index = first_sep
+    while index < len(words):
+        sep = words[index]
+        index += 1
+        values: list[str] = []
+        while index < len(words) and words[index] not in INPUT_SEPARATORS:
+            values.append(words[index])
+            index += 1
+        if sep.startswith("::::"):
+            return lambda seq: None  # files read by GNU parallel: not ours to re-read
+        sources.append(values)
+        linked.append(sep.endswith("+"))
+    if not sources:
+        items = fed or []
+        return lambda seq: (items[seq - 1],) if 0 < seq <= len(items) else None
+    if fed:
+        return lambda seq: None  # stdin is ignored when ::: is given; keep it simple
+    # Linked sources (:::+) pair with the previous one; the rest combine, last fastest.
+    groups: list[list[tuple[str, ...]]] = []
+    for values, link in zip(sources, linked, strict=True):
+        if link and groups:
+            previous = groups[-1]
+            groups[-1] = [(*old, values[i % len(values)]) for i, old in enumerate(previous)]
+        else:
+            groups.append([(value,) for value in values])
+    combos = [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*groups)]
+    return lambda seq: combos[seq - 1] if 0 < seq <= len(combos) else None
+
+
+def job_count(argv: tuple[str, ...], fed: list[str] | None) -> int | None:
+    """How many jobs GNU parallel will run, where :func:`job_inputs` is certain; else None."""
+    inputs_of = job_inputs(argv, fed)
+    count = 0
+    while inputs_of(count + 1) is not None:
+        count += 1
+    return count or None
 
 
 def citation_command() -> list[str]:

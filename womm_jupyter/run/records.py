@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobRecord", "JoblogReader", "records_frame"]
+__all__ = ["CSV_FIELDS", "JobRecord", "JoblogReader", "csv_row", "record_from_json",
+           "record_json", "records_frame"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,60 @@ class JobRecord:
     def ok(self) -> bool:
         return self.exit_code == 0 and self.signal == 0
 
+
+# records.csv of `womm finish` (an --async task's download): Run.df's columns, without the
+# outputs (they are files of their own).
+CSV_FIELDS = tuple(f.name for f in fields(JobRecord) if f.name not in ("stdout", "stderr"))
+
+
+def record_json(record: JobRecord) -> dict[str, Any]:
+    """A record as JSON values (the --async leader's output lines, ``records.json``)."""
+    row = asdict(record)
+    row["start"] = record.start.isoformat()
+    row["inputs"] = list(record.inputs) if record.inputs is not None else None
+    return row
+
+
+def record_from_json(row: Any) -> JobRecord:
+    """The record :func:`record_json` made, checked (it came back from the cluster).
+
+    Raises
+    ------
+    ValueError
+        naming the field that is missing or of the wrong type; ``seq`` must be a job number
+        (it names the record's files).
+    """
+    if not isinstance(row, Mapping):
+        raise ValueError(f"a record is not a JSON object: {str(row)[:80]}")
+    seq = row.get("seq")
+    if type(seq) is not int or seq < 0:
+        raise ValueError(f"seq {seq!r} is not a job number")
+    texts = ("worker", "stdout", "stderr", "command")
+    numbers = {"runtime": (int, float), "exit_code": (int,), "signal": (int,)}
+    for name in texts:
+        if not isinstance(row.get(name), str):
+            raise ValueError(f"job {seq}: {name} is not text")
+    for name, kinds in numbers.items():
+        if type(row.get(name)) not in kinds:
+            raise ValueError(f"job {seq}: {name} is not a number")
+    inputs = row.get("inputs")
+    if inputs is not None and not (isinstance(inputs, list)
+                                   and all(isinstance(value, str) for value in inputs)):
+        raise ValueError(f"job {seq}: inputs is not a list of text")
+    try:
+        start = datetime.fromisoformat(row["start"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"job {seq}: start is not an ISO time") from exc
+    return JobRecord(seq=seq, inputs=tuple(inputs) if inputs is not None else None,
+                     worker=row["worker"], start=start, runtime=float(row["runtime"]),
+                     exit_code=row["exit_code"], signal=row["signal"], stdout=row["stdout"],
+                     stderr=row["stderr"], command=row["command"])
+
+
+def csv_row(record: JobRecord) -> list[Any]:
+    """A record's row of ``records.csv`` (:data:`CSV_FIELDS`; inputs as a JSON list)."""
+    row = record_json(record)
+    return [json.dumps(row[name]) if name == "inputs" else row[name] for name in CSV_FIELDS]
 
 
 def _read(path: Path) -> str:

@@ -15,27 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
+from .. import share as share_methods
 from ..errors import OptionError
 from ..naming import new_task_id
 from .testbed import Published
 
-__all__ = ["DEFAULT_BASE", "SHARE_LABELS", "SetupPlan", "describe", "environment_lines",
-           "plan_setup", "record", "repository", "setup_widget", "share_name"]
+__all__ = ["DEFAULT_BASE", "SetupPlan", "describe", "environment_lines", "plan_setup", "record",
+           "repository", "setup_widget"]
 
 DEFAULT_BASE = "ubuntu:22.04"
-# The dialogue's menu, in its words: value -> label.
-SHARE_LABELS = {"lazy": "1) lazily", "eager": "2) eagerly (no syncback)",
-                "eager-syncback": "3) eagerly (syncback on complete, not recommended)",
-                "none": "4) not at all"}
-_SHARE_BY_NUMBER = {"1": "lazy", "2": "eager", "3": "eager-syncback", "4": "none"}
 # A repository name as registries accept it: lowercase path components, optional host:port.
 _REPOSITORY = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                          r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-
-
-def share_name(answer: str) -> str:
-    """``1``..``4`` or a share's name -> the name (``lazy``, ``eager``, ...)."""
-    return _SHARE_BY_NUMBER.get(answer, answer)
 
 
 def repository(prefix: str, project_id: str) -> str:
@@ -79,12 +70,12 @@ def plan_setup(cwd: Path, *, share: str = "", base: str = "", prefix: str = "") 
     cwd = cwd.resolve()
     found = config.load_project(cwd)
     project_dir, previous = found if found else (cwd, None)
-    chosen = share_name(share) if share else (previous.share if previous else "")
+    chosen = share_methods.share_name(share) if share else (previous.share if previous else "")
     if not chosen:
-        raise OptionError("--share is required on a first setup: 1 lazy, 2 eager, "
-                          "3 eager-syncback, 4 none")
-    if chosen not in config.SHARES:
-        raise OptionError(f"--share must be one of 1, 2, 3, 4, {', '.join(config.SHARES)} "
+        raise OptionError(f"--share is required on a first setup: "
+                          f"{share_methods.NUMBERED_NAMES}")
+    if chosen not in share_methods.NAMES:
+        raise OptionError(f"--share must be one of {', '.join(share_methods.CHOICES)} "
                           f"(got {share!r})")
     from_scratch = bool(base) or previous is None
     if from_scratch:

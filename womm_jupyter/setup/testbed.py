@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import share as share_methods
 from ..errors import SetupError
 from ..naming import new_task_id
 from ..shell.docker import ContainerTerminal
@@ -46,7 +47,6 @@ from .testbed_files import SETUP_DIR, host_shadows, write_setup_dir
 __all__ = [
     "AGENT_NEEDS",
     "INCIDENTAL",
-    "SHARE_NEEDS",
     "Capture",
     "Dependency",
     "Published",
@@ -73,19 +73,13 @@ class Dependency:
 # What the worker agent needs: perl with the core modules it uses (perl-base has them); it
 # runs jobs with /bin/sh, without which the check itself cannot start.
 AGENT_NEEDS = (Dependency("perl", "perl -e 'use Socket; use POSIX (); exit 0'"),)
-# What each share method needs inside the worker (DESIGN §5: rsync over an exec stream for
-# eager shares, sshfs in passive mode for the lazy one). The share module owns these names.
-SHARE_NEEDS: dict[str, tuple[Dependency, ...]] = {
-    "lazy": (Dependency("sshfs", "command -v sshfs"),),
-    "eager": (Dependency("rsync", "command -v rsync"),),
-    "eager-syncback": (Dependency("rsync", "command -v rsync"),),
-    "none": (),
-}
 
 
 def dependencies(share: str) -> tuple[Dependency, ...]:
-    """What the worker image needs for the agent and for ``share``."""
-    return AGENT_NEEDS + SHARE_NEEDS.get(share, ())
+    """What the worker image needs for the agent and for ``share`` (the share table's
+    commands, DESIGN §5: rsync over an exec stream for eager shares, sshfs for the lazy one)."""
+    needs = share_methods.by_name(share).image_needs if share in share_methods.NAMES else ()
+    return AGENT_NEEDS + tuple(Dependency(name, f"command -v {name}") for name in needs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""How workers see the project directory: ``lazy``, ``eager``, ``eager-syncback``, ``none``.
+"""Eager shares: ``eager`` and ``eager-syncback`` (the methods are listed in ``share/__init__``).
 
 On Kubernetes an eager share is rsynced into each worker pod's own working directory (the
 project path) over an exec stream, before that pod takes jobs: rsync runs locally with
@@ -33,30 +33,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import MissingToolError, OptionError, ShareError
+from ..errors import MissingToolError, ShareError
 
-__all__ = ["SHARES", "PullResult", "SyncResult", "hash_tree", "method", "pull", "push",
-           "rsync_filters", "size_text"]
+__all__ = ["PullResult", "SyncResult", "hash_tree", "pull", "push", "rsync_filters",
+           "size_text"]
 
-SHARES = ("lazy", "eager", "eager-syncback", "none")
-_NUMBERED = {"1": "lazy", "2": "eager", "3": "eager-syncback", "4": "none"}
 CONFLICT_SUFFIX = ".womm-remote"
 
 Report = Callable[[str], None]
-
-
-def method(value: str, cwd: Path) -> str:
-    """The share method of a run: ``value`` (``--share``/``WOMM_SHARE``) when given, else the
-    project config's (``womm setup``), else ``none``."""
-    if not value:
-        from ..config import load_project
-
-        found = load_project(cwd)
-        value = found[1].share if found else "none"
-    value = _NUMBERED.get(value, value)
-    if value not in SHARES:
-        raise OptionError(f"--share must be one of {', '.join(SHARES)} (got {value!r})")
-    return value
 
 
 def rsync_filters() -> list[str]:

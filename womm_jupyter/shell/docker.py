@@ -31,7 +31,7 @@ from .. import tasks
 from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import BackendError, OptionError
 from ..naming import new_task_id, owner
-from ..options import ShellOptions, parse_memory, resolve
+from ..options import ShellOptions, parse_memory
 
 if TYPE_CHECKING:
     from .kubernetes import KubernetesShell
@@ -90,23 +90,16 @@ def start_shell(options: ShellOptions, cwd: Path, command: str | None = None,
 
 
 def _kubernetes_shell(options: ShellOptions, cwd: Path, command: str | None) -> KubernetesShell:
-    from ..backends.base import LaunchPlan
     from ..backends.kubernetes import KubernetesBackend
     from ..kube.shared_volume import shared_claim
-    from ..options import ParallelOptions
+    from ..run.plan import shell_plan, shell_start_timeout
     from .kubernetes import KubernetesShell
 
     backend = KubernetesBackend(options.context, options.namespace)
-    task_id = new_task_id()
-    pod_options = resolve(ParallelOptions, {"kube_pods": 1, "kube_cpu": options.kube_cpu,
-                                            "kube_mem": options.kube_mem, "image": options.image},
-                          config={})
-    plan = LaunchPlan(task_id=task_id, owner=owner(), cwd=cwd, command=command or "womm shell",
-                      options=pod_options, workers=(), shell="/bin/sh",
-                      client_path="", created=time.time(), coordinator_pid=os.getpid(),
-                      host=socket.gethostname(), image=options.image,
+    plan = shell_plan(task_id=new_task_id(), cwd=cwd, command=command, cpu=options.kube_cpu,
+                      memory=options.kube_mem, image=options.image,
                       shared_claim=shared_claim(backend.core, backend.namespace))
-    return KubernetesShell(backend, plan, command, start_timeout=pod_options.start_timeout)
+    return KubernetesShell(backend, plan, command, start_timeout=shell_start_timeout())
 
 
 class ContainerTerminal:

@@ -27,8 +27,9 @@ from ..backends.docker import connect
 from ..errors import WommError
 from ..options import SetupOptions
 from ..server import terminal_url
-from ..setup.plan import SHARE_LABELS, SetupPlan, plan_setup, record, share_name
+from ..setup.plan import SetupPlan, plan_setup, record
 from ..setup.testbed import PushProgress, Round, SetupSession, Testbed, dependencies
+from ..share import by_name, share_name
 
 __all__ = ["FORM_FIELDS", "SetupView"]
 
@@ -75,7 +76,7 @@ def _field_widget(field: dataclasses.Field[Any], value: Any, placeholder: str) -
     if meta["choices"]:
         # Digits are the dialogue's menu answers; the names are what the menu says.
         names = [c for c in meta["choices"] if not c.isdigit()]
-        options = [(SHARE_LABELS.get(c, c), c) for c in names]
+        options = [(f"{by_name(c).number}) {by_name(c).label}", c) for c in names]
         if placeholder:
             options.insert(0, (f"({placeholder})", ""))
         return ipywidgets.Dropdown(options=options, value=share_name(str(value)) if value else
