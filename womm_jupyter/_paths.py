@@ -27,13 +27,18 @@ def transport_file(name: str) -> Path:
     return _PACKAGE / "transport" / name
 
 
+def local_tool(name: str, missing: str) -> str:
+    """The path of command ``name`` on this machine; ``missing`` is the error's advice."""
+    found = shutil.which(name)
+    if not found:
+        raise MissingToolError(missing)
+    return found
+
+
 def perl() -> str:
     """The local perl, which GNU parallel and the job transport need."""
-    found = shutil.which("perl")
-    if not found:
-        raise MissingToolError("perl was not found on this machine: GNU parallel needs it. "
-                               "Install it (e.g. apt-get install perl) and try again.")
-    return found
+    return local_tool("perl", "perl was not found on this machine: GNU parallel needs it. "
+                              "Install it (e.g. apt-get install perl) and try again.")
 
 
 # The longest socket womm puts under the state root: <root>/<task id>/w/<worker>/agent.sock.tmp

@@ -232,17 +232,6 @@ def _upload_to_leader(core: Any, task_id: str, namespace: str, context: str, cwd
 
 
 # -- status, logs, finish ---------------------------------------------------------------------
-def _selector(task_id: str = "", role: str = "", owner: str = "") -> str:
-    parts = [f"{MANAGED_BY}=womm"]
-    if task_id:
-        parts.append(f"{LABEL_TASK}={task_id}")
-    if role:
-        parts.append(f"{manifests.LABEL_ROLE}={role}")
-    if owner:
-        parts.append(f"{LABEL_OWNER}={owner}")
-    return ",".join(parts)
-
-
 def _job_ended(job: Any) -> bool:
     return any(c.type in ("Complete", "Failed") and c.status == "True"
                for c in (job.status.conditions or []))
@@ -254,12 +243,12 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
     built = clients(context, namespace)
     core, batch, namespace = built.core, built.batch, built.namespace
     owner = "" if all_owners else current_owner()
-    roots = core.list_namespaced_config_map(namespace,
-                                            label_selector=_selector(role="root", owner=owner))
+    roots = core.list_namespaced_config_map(
+        namespace, label_selector=manifests.selector(role="root", owner=owner))
     jobs = {job.metadata.name: job for job in batch.list_namespaced_job(
-        namespace, label_selector=_selector(role="leader", owner=owner)).items}
+        namespace, label_selector=manifests.selector(role="leader", owner=owner)).items}
     results = {cm.metadata.labels.get(LABEL_TASK) for cm in core.list_namespaced_config_map(
-        namespace, label_selector=_selector(role="result", owner=owner)).items}
+        namespace, label_selector=manifests.selector(role="result", owner=owner)).items}
     workers = {d.metadata.labels.get(LABEL_TASK): d for d in built.apps.list_namespaced_deployment(
         namespace, label_selector=f"{MANAGED_BY}=womm").items}
     rows = []
@@ -345,7 +334,7 @@ def logs(task_id: str, follow: bool = False, *, context: str = "",
 
 def _records_from_parts(core: Any, task_id: str, namespace: str) -> list[dict[str, Any]]:
     parts = core.list_namespaced_config_map(
-        namespace, label_selector=_selector(task_id=task_id, role="output")).items
+        namespace, label_selector=manifests.selector(task_id=task_id, role="output")).items
     parts.sort(key=lambda cm: int(cm.metadata.labels.get("womm/part", "0")))
     stream = b"".join(base64.b64decode((cm.binary_data or {}).get("data", "")) for cm in parts)
     return [json.loads(line) for line in stream.decode("utf-8").splitlines() if line.strip()]
@@ -417,7 +406,7 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
     deleted = delete_each(namespace, (("job.batch", batch.delete_namespaced_job, name),
                                       ("configmap", core.delete_namespaced_config_map, name)))
     apps, coordination = built.apps, built.coordination
-    selector = _selector(task_id=task_id)
+    selector = manifests.selector(task_id=task_id)
 
     def step() -> list[str]:
         nonlocal deleted

@@ -130,12 +130,12 @@ def job_inputs(argv: tuple[str, ...], fed: list[str] | None) -> InputsOf:
         return lambda seq: (items[seq - 1],) if 0 < seq <= len(items) else None
     if fed:
         return lambda seq: None  # stdin is ignored when ::: is given; keep it simple
-    # Linked sources (:::+) pair with the previous one; the rest combine, last fastest.
+    # Linked sources (:::+) pair with the previous one, stopping at the shorter (as GNU
+    # parallel does); the rest combine, last fastest.
     groups: list[list[tuple[str, ...]]] = []
     for values, link in zip(sources, linked, strict=True):
         if link and groups:
-            previous = groups[-1]
-            groups[-1] = [(*old, values[i % len(values)]) for i, old in enumerate(previous)]
+            groups[-1] = [(*old, value) for old, value in zip(groups[-1], values, strict=False)]
         else:
             groups.append([(value,) for value in values])
     combos = [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*groups)]

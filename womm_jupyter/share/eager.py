@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import MissingToolError, ShareError
+from .._paths import local_tool
+from ..errors import ShareError
 
 __all__ = ["PullResult", "SyncResult", "hash_tree", "pull", "push", "rsync_filters",
            "size_text"]
@@ -50,11 +51,8 @@ def rsync_filters() -> list[str]:
 
 
 def _rsync() -> str:
-    found = shutil.which("rsync")
-    if not found:
-        raise MissingToolError("eager shares need rsync on this machine: install it (Debian: "
+    return local_tool("rsync", "eager shares need rsync on this machine: install it (Debian: "
                                "apt-get install rsync) or run with --share none.")
-    return found
 
 
 def _rsh(namespace: str, context: str) -> tuple[str, dict[str, str]]:
