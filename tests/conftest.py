@@ -27,9 +27,9 @@ import pytest
 from support.registry import Registry
 
 from womm_jupyter import _paths
+from womm_jupyter.labels import MANAGED_BY
 
 IMAGE = os.environ.get("WOMM_TEST_IMAGE", "womm-base:bookworm")
-MANAGED_BY = "app.kubernetes.io/managed-by"
 
 
 def _womm_script() -> str:

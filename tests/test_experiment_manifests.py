@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from womm_jupyter.kube import manifests
+from womm_jupyter.labels import LABEL_ROLE
 
 
 def test_root_lease_and_pods_hang_off_the_root():
@@ -33,4 +34,4 @@ def test_root_lease_and_pods_hang_off_the_root():
 def test_detached_tasks_do_not_take_experiments_for_their_roots():
     # `womm status` lists --async tasks by womm/role=root: an experiment's root is another role.
     root = manifests.experiment_root(task_id="k3xq9m2a", owner="o", annotations={})
-    assert root["metadata"]["labels"][manifests.LABEL_ROLE] != "root"
+    assert root["metadata"]["labels"][LABEL_ROLE] != "root"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-LABEL_SETUP = "womm/setup"
+from womm_jupyter.labels import LABEL_SETUP
 
 
 class Registry:

@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 # Labels on every object womm creates, so `womm status` finds it and `womm finish` removes it.
-MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_TASK = "womm/task"
-LABEL_OWNER = "womm/owner"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,21 @@ from typing import Any
 
 from .. import _paths, tasks
 from ..errors import BackendError, ImageError, MissingToolError
+from ..labels import (
+    LABEL_OWNER,
+    LABEL_TASK,
+    MANAGED_BY,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CREATED,
+    NOTE_CWD,
+    NOTE_DESIRED,
+    NOTE_HOST,
+    NOTE_MEM,
+    NOTE_PID,
+)
 from ..options import parse_memory
-from .base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, Backend, GoneCallback, LaunchPlan, TaskInfo
+from .base import Backend, GoneCallback, LaunchPlan, TaskInfo
 
 _SOCKET_DIR_IN_WORKER = "/run/womm"
 
@@ -53,11 +66,11 @@ class DockerBackend(Backend):
 
     def _labels(self, plan: LaunchPlan) -> dict[str, str]:
         return {MANAGED_BY: "womm", LABEL_TASK: plan.task_id, LABEL_OWNER: plan.owner,
-                "womm/cwd": str(plan.cwd), "womm/command": plan.command[:4000],
-                "womm/cpu": f"{plan.cpu:g}", "womm/mem": plan.memory,
-                "womm/created": f"{plan.created:.0f}", "womm/host": plan.host,
-                "womm/pid": str(plan.coordinator_pid),
-                "womm/desired": str(len(plan.workers))}
+                NOTE_CWD: str(plan.cwd), NOTE_COMMAND: plan.command[:4000],
+                NOTE_CPU: f"{plan.cpu:g}", NOTE_MEM: plan.memory,
+                NOTE_CREATED: f"{plan.created:.0f}", NOTE_HOST: plan.host,
+                NOTE_PID: str(plan.coordinator_pid),
+                NOTE_DESIRED: str(len(plan.workers))}
 
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         import docker.errors
@@ -186,13 +199,13 @@ class DockerBackend(Backend):
         for task_id, members in groups.items():
             labels = members[0].labels
             meta = {"task_id": task_id, "backend": self.name,
-                    "created": labels.get("womm/created", 0), "pid": int(labels.get("womm/pid", 0)),
-                    "host": labels.get("womm/host"), "cpu": labels.get("womm/cpu", ""),
-                    "mem": labels.get("womm/mem", ""), "cwd": labels.get("womm/cwd", ""),
-                    "command": labels.get("womm/command", ""), "owner": labels.get(LABEL_OWNER)}
+                    "created": labels.get(NOTE_CREATED, 0), "pid": int(labels.get(NOTE_PID, 0)),
+                    "host": labels.get(NOTE_HOST), "cpu": labels.get(NOTE_CPU, ""),
+                    "mem": labels.get(NOTE_MEM, ""), "cwd": labels.get(NOTE_CWD, ""),
+                    "command": labels.get(NOTE_COMMAND, ""), "owner": labels.get(LABEL_OWNER)}
             running = sum(1 for c in members if c.status == "running")
             rows.append(tasks.task_info(meta, ready=running,
-                                        desired=int(labels.get("womm/desired", len(members)))))
+                                        desired=int(labels.get(NOTE_DESIRED, len(members)))))
         return rows
 
     def finish(self, task_id: str) -> list[str]:

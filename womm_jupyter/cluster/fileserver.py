@@ -17,8 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..backends.base import MANAGED_BY
 from ..errors import ImageError, OptionError
+from ..labels import LABEL_COMPONENT, MANAGED_BY
 
 __all__ = ["EXPORT", "FSSERVER", "NFS_PORT", "UID", "build_fsserver_image", "default_image",
            "fsserver_objects"]
@@ -27,7 +27,6 @@ FSSERVER = "womm-fsserver"
 EXPORT = "/export"
 NFS_PORT = 2049
 UID = 65534  # nobody: never root, and sftp-server needs a passwd entry for its uid
-ROLE = "womm/component"
 
 
 def default_image(prefix: str) -> str:
@@ -37,7 +36,7 @@ def default_image(prefix: str) -> str:
 
 
 def _meta(name: str, namespace: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": {MANAGED_BY: "womm", ROLE: FSSERVER}}
+    meta: dict[str, Any] = {"name": name, "labels": {MANAGED_BY: "womm", LABEL_COMPONENT: FSSERVER}}
     if namespace:
         meta["namespace"] = namespace
     return meta
@@ -49,7 +48,7 @@ def fsserver_objects(image: str, namespace: str | None = None, *, storage_class:
     if not image:
         raise OptionError("the file server needs an image: --build --prefix P builds one, or "
                           "--fsserver-image IMAGE names it")
-    selector = {MANAGED_BY: "womm", ROLE: FSSERVER}
+    selector = {MANAGED_BY: "womm", LABEL_COMPONENT: FSSERVER}
     docs: list[dict[str, Any]] = []
     if storage_class:
         docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",

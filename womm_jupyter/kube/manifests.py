@@ -7,7 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, LaunchPlan
+from ..backends.base import LaunchPlan
+from ..labels import (
+    LABEL_KIND,
+    LABEL_LEADER,
+    LABEL_OWNER,
+    LABEL_PART,
+    LABEL_ROLE,
+    LABEL_TASK,
+    MANAGED_BY,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CWD,
+    NOTE_HOST,
+    NOTE_MEM,
+    NOTE_PID,
+    NOTE_PRIVILEGED,
+)
 from ..naming import task_object_name
 from . import shared_volume as shared
 
@@ -26,10 +42,10 @@ def task_labels(plan: LaunchPlan) -> dict[str, str]:
 
 
 def _annotations(plan: LaunchPlan) -> dict[str, str]:
-    return {"womm/cwd": str(plan.cwd), "womm/command": plan.command,
-            "womm/cpu": f"{plan.cpu:g}", "womm/mem": plan.memory,
-            "womm/host": plan.host, "womm/pid": str(plan.coordinator_pid),
-            **({"womm/privileged": FUSE_REASON} if plan.fuse else {})}
+    return {NOTE_CWD: str(plan.cwd), NOTE_COMMAND: plan.command,
+            NOTE_CPU: f"{plan.cpu:g}", NOTE_MEM: plan.memory,
+            NOTE_HOST: plan.host, NOTE_PID: str(plan.coordinator_pid),
+            **({NOTE_PRIVILEGED: FUSE_REASON} if plan.fuse else {})}
 
 
 FUSE_REASON = "--privileged-fuse: the lazy share mounts the project with sshfs (FUSE)"
@@ -87,7 +103,7 @@ def worker_deployment(plan: LaunchPlan, agent_source: str) -> dict[str, Any]:
             "selector": {"matchLabels": {LABEL_TASK: plan.task_id}},
             "template": {
                 "metadata": {"labels": labels, **(
-                    {"annotations": {"womm/privileged": FUSE_REASON}} if plan.fuse else {})},
+                    {"annotations": {NOTE_PRIVILEGED: FUSE_REASON}} if plan.fuse else {})},
                 "spec": {"containers": [container],
                          "volumes": _volumes(plan.shared_claim),
                          "automountServiceAccountToken": False,
@@ -105,7 +121,7 @@ def shell_pod(plan: LaunchPlan, name: str, agent_source: str) -> dict[str, Any]:
                      env=[{"name": "HOME", "value": "/tmp"},
                           {"name": "TERM", "value": "xterm-256color"}])
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {**task_labels(plan), "womm/kind": "shell"},
+            "metadata": {"name": name, "labels": {**task_labels(plan), LABEL_KIND: "shell"},
                          "annotations": _annotations(plan)},
             "spec": {"containers": [container], "restartPolicy": "Never",
                      "volumes": _volumes(plan.shared_claim),
@@ -291,8 +307,6 @@ def experiment_lease(*, task_id: str, owner: str, root_uid: str, holder: str,
 
 
 # --async ------------------------------------------------------------------------------------
-LABEL_ROLE = "womm/role"  # root | output | result (objects of a detached task)
-LABEL_LEADER = "womm/leader-of"  # the leader pod: not womm/task, or its own run would take it
 LEADER_MOUNT = "/womm/in"
 
 
@@ -385,7 +399,7 @@ def detached_part(*, task_id: str, owner: str, root_uid: str, role: str, index: 
     records stream; result: the run's outcome), owned by the root ConfigMap."""
     name = f"{task_object_name(task_id)}-{role}" + (f"-{index}" if role == "output" else "")
     meta = _detached_meta(name, task_id, owner, role, (task_object_name(task_id), root_uid))
-    meta["labels"]["womm/part"] = str(index)
+    meta["labels"][LABEL_PART] = str(index)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
             "binaryData": {"data": data_b64}}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..labels import MANAGED_BY
 from .client import ApiError
 
 __all__ = ["KEY", "MOUNT", "SETTINGS", "VOLUME", "mount", "settings_record", "shared_claim",
@@ -26,7 +27,6 @@ VOLUME = "womm-shared"
 
 def settings_record(claim: str, namespace: str | None = None) -> dict[str, Any]:
     """ConfigMap :data:`SETTINGS` naming the claim every womm pod mounts at ``/shared``."""
-    from ..backends.base import MANAGED_BY
 
     meta: dict[str, Any] = {"name": SETTINGS, "labels": {MANAGED_BY: "womm"}}
     if namespace:

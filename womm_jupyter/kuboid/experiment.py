@@ -45,7 +45,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import ImageError, OptionError, WommError
 from ..events import EventStream, HandleStatus
 from ..kube import manifests
@@ -58,11 +57,26 @@ from ..kube.client import (
     renew_lease,
 )
 from ..kube.shared_volume import shared_claim
+from ..labels import (
+    LABEL_ATTEMPT,
+    LABEL_EXPERIMENT_TASK,
+    LABEL_OWNER,
+    LABEL_TASK,
+    MANAGED_BY,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CWD,
+    NOTE_HOST,
+    NOTE_LOG,
+    NOTE_LOG_DIR,
+    NOTE_MEM,
+    NOTE_PID,
+)
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
 from .ledger import Progress, TaskFile, TaskOutcome, count, log_path, write_failure, write_log
 from .monitor import VANISHED_REASONS, terminated, watch_pods
-from .tasks import LABEL_ATTEMPT, LABEL_EXPERIMENT_TASK, create_root, delete_root
+from .tasks import create_root, delete_root
 
 __all__ = ["Experiment", "ExperimentEvent", "Progress", "TaskOutcome"]
 _LOG_TAIL_LINES = 40
@@ -274,11 +288,11 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     def _create_root(self) -> None:
         """The root ConfigMap and the heartbeat Lease (owned by it); start the heartbeat."""
         source = self.options.task_file or self._source
-        annotations = {"womm/command": f"experiment -i {self.options.image} ({source})",
-                       "womm/cwd": os.getcwd(), "womm/cpu": f"{self.options.kube_cpu:g}",
-                       "womm/mem": self.options.kube_mem,
-                       "womm/log-dir": str(self.log_dir.resolve()),
-                       "womm/host": socket.gethostname(), "womm/pid": str(os.getpid())}
+        annotations = {NOTE_COMMAND: f"experiment -i {self.options.image} ({source})",
+                       NOTE_CWD: os.getcwd(), NOTE_CPU: f"{self.options.kube_cpu:g}",
+                       NOTE_MEM: self.options.kube_mem,
+                       NOTE_LOG_DIR: str(self.log_dir.resolve()),
+                       NOTE_HOST: socket.gethostname(), NOTE_PID: str(os.getpid())}
         self._root_uid = create_root(self.clients, self.id, self.owner, annotations)
         threading.Thread(target=self._heartbeat, daemon=True,
                          name=f"womm-experiment-heartbeat-{self.id}").start()
@@ -365,8 +379,8 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
         name = experiment_pod_name(self.id, task.index, task.attempts, task.command)
         labels = {MANAGED_BY: "womm", LABEL_TASK: self.id, LABEL_OWNER: self.owner,
                   LABEL_EXPERIMENT_TASK: str(task.index), LABEL_ATTEMPT: str(task.attempts)}
-        annotations = {"womm/command": task.command, "womm/log": f"{task.key}.log",
-                       "womm/log-dir": str(self.log_dir.resolve())}
+        annotations = {NOTE_COMMAND: task.command, NOTE_LOG: f"{task.key}.log",
+                       NOTE_LOG_DIR: str(self.log_dir.resolve())}
         body = manifests.experiment_pod(
             name=name, image=self.options.image, command=task.command, labels=labels,
             annotations=annotations, cpu=f"{self.options.kube_cpu:g}",

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import OptionError, PodNotFoundError
 from ..kube.client import WAITING_WILL_NOT_CURE, clients, delete_pod
 from ..kube.exec import STATUS, STDERR, STDOUT, ExecStream, exit_status, open_exec
+from ..labels import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..naming import owner
 
 __all__ = ["STATES", "PodFilter", "PodTerminal", "Pods", "pod_state"]

@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from ..backends.base import LABEL_OWNER, LABEL_TASK, TaskInfo
+from ..backends.base import TaskInfo
 from ..kube import manifests
 from ..kube.client import (
     ApiError,
@@ -25,15 +25,24 @@ from ..kube.client import (
     now,
     see_through,
 )
-from ..kube.manifests import LABEL_ROLE, selector
+from ..kube.manifests import selector
+from ..labels import (
+    LABEL_ATTEMPT,
+    LABEL_EXPERIMENT_TASK,
+    LABEL_OWNER,
+    LABEL_ROLE,
+    LABEL_TASK,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CWD,
+    NOTE_MEM,
+)
 from ..naming import owner, task_object_name
 
 __all__ = ["LABEL_ATTEMPT", "LABEL_EXPERIMENT_TASK", "ROLE_EXPERIMENT", "create_root",
            "delete_root",
            "finish", "tasks"]
 
-LABEL_EXPERIMENT_TASK = "womm/experiment-task"
-LABEL_ATTEMPT = "womm/attempt"
 ROLE_EXPERIMENT = "experiment"
 
 
@@ -85,10 +94,10 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         rows.append(TaskInfo(
             task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
             status="RUNNING" if lease_alive(leases.get(meta.name), at) else "ORPHANED",
-            cpu=notes.get("womm/cpu", ""), mem=notes.get("womm/mem", ""),
+            cpu=notes.get(NOTE_CPU, ""), mem=notes.get(NOTE_MEM, ""),
             ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
-            desired=len(mine), cwd=notes.get("womm/cwd", ""),
-            command=notes.get("womm/command", ""), owner=meta.labels.get(LABEL_OWNER, "")))
+            desired=len(mine), cwd=notes.get(NOTE_CWD, ""),
+            command=notes.get(NOTE_COMMAND, ""), owner=meta.labels.get(LABEL_OWNER, "")))
     return rows
 
 

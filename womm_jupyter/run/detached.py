@@ -32,7 +32,7 @@ from typing import Any
 
 from .. import backends
 from .. import share as share_methods
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY, TaskInfo
+from ..backends.base import TaskInfo
 from ..errors import BackendError, ImageError, OptionError, ShareError, TaskNotFoundError
 from ..kube import manifests
 from ..kube.client import (
@@ -44,6 +44,19 @@ from ..kube.client import (
     see_through,
 )
 from ..kube.shared_volume import shared_claim
+from ..labels import (
+    LABEL_LEADER,
+    LABEL_OWNER,
+    LABEL_PART,
+    LABEL_ROLE,
+    LABEL_TASK,
+    MANAGED_BY,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CWD,
+    NOTE_MEM,
+    NOTE_PODS,
+)
 from ..naming import is_task_id, task_object_name
 from ..naming import owner as current_owner
 from ..options import ParallelOptions
@@ -148,9 +161,9 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                                          share=method)
     spec = {"options": dataclasses.asdict(leader_options), "argv": list(args.argv),
             "cwd": str(cwd.resolve()), "created": time.time()}
-    annotations = {"womm/cwd": str(cwd.resolve()), "womm/command": " ".join(args.argv),
-                   "womm/cpu": f"{options.kube_cpu:g}", "womm/mem": options.kube_mem,
-                   "womm/pods": str(options.kube_pods)}
+    annotations = {NOTE_CWD: str(cwd.resolve()), NOTE_COMMAND: " ".join(args.argv),
+                   NOTE_CPU: f"{options.kube_cpu:g}", NOTE_MEM: options.kube_mem,
+                   NOTE_PODS: str(options.kube_pods)}
     root = manifests.detached_root(
         task_id=task_id, owner=owner, annotations=annotations, spec=json.dumps(spec),
         stdin_b64=None if stdin is None else base64.b64encode(stdin).decode())
@@ -176,7 +189,7 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
 def _running_leader(core: Any, task_id: str, namespace: str) -> Any:
     """The leader's pod once it runs; ShareError when it cannot start (a bad image) or has not
     within :data:`_LEADER_START` seconds."""
-    selector = f"{manifests.LABEL_LEADER}={task_id}"
+    selector = f"{LABEL_LEADER}={task_id}"
     why = "no pod yet"
     listed = core.list_namespaced_pod(namespace, label_selector=selector)
     stream = Watch()
@@ -267,10 +280,10 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         ready = (deployment.status.ready_replicas or 0) if deployment else 0
         rows.append(TaskInfo(task_id=task_id, backend="kubernetes",
                              created=meta.creation_timestamp.timestamp(), status=status,
-                             cpu=notes.get("womm/cpu", ""), mem=notes.get("womm/mem", ""),
-                             ready=ready, desired=int(notes.get("womm/pods", "0") or 0),
-                             cwd=notes.get("womm/cwd", ""),
-                             command=notes.get("womm/command", ""),
+                             cpu=notes.get(NOTE_CPU, ""), mem=notes.get(NOTE_MEM, ""),
+                             ready=ready, desired=int(notes.get(NOTE_PODS, "0") or 0),
+                             cwd=notes.get(NOTE_CWD, ""),
+                             command=notes.get(NOTE_COMMAND, ""),
                              owner=meta.labels.get(LABEL_OWNER, "")))
     return rows
 
@@ -283,12 +296,12 @@ def _root(core: Any, task_id: str, namespace: str) -> Any | None:
             return None
         raise
     labels = root.metadata.labels or {}
-    return root if labels.get(manifests.LABEL_ROLE) == "root" else None
+    return root if labels.get(LABEL_ROLE) == "root" else None
 
 
 def _leader_pod(core: Any, task_id: str, namespace: str, wait: float) -> Any | None:
     """The leader's pod once it has started (or ended), waiting up to ``wait`` seconds."""
-    selector = f"{manifests.LABEL_LEADER}={task_id}"
+    selector = f"{LABEL_LEADER}={task_id}"
 
     def started(pod: Any) -> bool:
         if pod.status.phase in ("Running", "Succeeded", "Failed"):
@@ -335,7 +348,7 @@ def logs(task_id: str, follow: bool = False, *, context: str = "",
 def _records_from_parts(core: Any, task_id: str, namespace: str) -> list[dict[str, Any]]:
     parts = core.list_namespaced_config_map(
         namespace, label_selector=manifests.selector(task_id=task_id, role="output")).items
-    parts.sort(key=lambda cm: int(cm.metadata.labels.get("womm/part", "0")))
+    parts.sort(key=lambda cm: int(cm.metadata.labels.get(LABEL_PART, "0")))
     stream = b"".join(base64.b64decode((cm.binary_data or {}).get("data", "")) for cm in parts)
     return [json.loads(line) for line in stream.decode("utf-8").splitlines() if line.strip()]
 
@@ -413,7 +426,7 @@ def finish(task_id: str, *, context: str = "", namespace: str = "",
         left = [f"configmap/{cm.metadata.name}" for cm in
                 core.list_namespaced_config_map(namespace, label_selector=selector).items]
         left += [f"pod/{p.metadata.name}" for p in core.list_namespaced_pod(
-            namespace, label_selector=f"{manifests.LABEL_LEADER}={task_id}").items]
+            namespace, label_selector=f"{LABEL_LEADER}={task_id}").items]
         for kind, listed, delete in (
                 ("deployment.apps", apps.list_namespaced_deployment,
                  apps.delete_namespaced_deployment),

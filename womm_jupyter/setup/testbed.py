@@ -39,6 +39,7 @@ from typing import Any
 
 from .. import share as share_methods
 from ..errors import SetupError
+from ..labels import LABEL_SETUP
 from ..naming import new_task_id
 from ..shell.docker import ContainerTerminal
 from .capture import INCIDENTAL, Capture, looks_secret, parse_env0, sort_out
@@ -60,7 +61,6 @@ __all__ = [
     "parse_env0",
 ]
 
-LABEL_SETUP = "womm/setup"  # on committed images and helper containers: the project id
 
 @dataclasses.dataclass(frozen=True)
 class Dependency:

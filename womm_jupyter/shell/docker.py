@@ -28,8 +28,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import tasks
-from ..backends.base import LABEL_OWNER, LABEL_TASK, MANAGED_BY
 from ..errors import BackendError, OptionError
+from ..labels import (
+    LABEL_OWNER,
+    LABEL_TASK,
+    MANAGED_BY,
+    NOTE_COMMAND,
+    NOTE_CPU,
+    NOTE_CREATED,
+    NOTE_CWD,
+    NOTE_DESIRED,
+    NOTE_HOST,
+    NOTE_MEM,
+    NOTE_PID,
+)
 from ..naming import new_task_id, owner
 from ..options import ShellOptions, parse_memory
 
@@ -145,10 +157,10 @@ class ShellSession(ContainerTerminal):
         ensure_image(client, options.image)
         uid, gid = os.getuid(), os.getgid()
         labels = {MANAGED_BY: "womm", LABEL_TASK: self.task_id, LABEL_OWNER: owner(),
-                  "womm/cwd": str(cwd), "womm/command": command or "womm shell",
-                  "womm/cpu": f"{options.kube_cpu:g}", "womm/mem": options.kube_mem,
-                  "womm/created": f"{time.time():.0f}", "womm/host": socket.gethostname(),
-                  "womm/pid": str(os.getpid()), "womm/desired": "1"}
+                  NOTE_CWD: str(cwd), NOTE_COMMAND: command or "womm shell",
+                  NOTE_CPU: f"{options.kube_cpu:g}", NOTE_MEM: options.kube_mem,
+                  NOTE_CREATED: f"{time.time():.0f}", NOTE_HOST: socket.gethostname(),
+                  NOTE_PID: str(os.getpid()), NOTE_DESIRED: "1"}
         try:
             self.container = client.containers.create(
                 options.image, entrypoint=["/bin/sh", "-c"],
