@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from womm_jupyter import _paths, commands
+from womm_jupyter import _paths, commands, labels
 from womm_jupyter.backends.base import TaskInfo
 from womm_jupyter.errors import OptionError
 from womm_jupyter.magics.render import TaskTable
@@ -290,3 +290,17 @@ _LINE_SPLITS = {
 @pytest.mark.parametrize(("line", "expected"), list(_LINE_SPLITS.values()), ids=list(_LINE_SPLITS))
 def test_split_line_at_dashes(line, expected):
     assert commands.split_line_at_dashes(line) == expected
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, {"womm/cwd": "/p", "womm/command": "wc -l {}", "womm/cpu": "0.5", "womm/mem": "1Gi"}),
+    ({"host": "h", "pid": 7, "created": 12.6, "desired": 3},
+     {"womm/cwd": "/p", "womm/command": "wc -l {}", "womm/cpu": "0.5", "womm/mem": "1Gi",
+      "womm/host": "h", "womm/pid": "7", "womm/created": "13", "womm/desired": "3"}),
+])
+def test_task_annotations_are_written_and_read_back(kwargs, expected):
+    notes = labels.describe("/p", "wc -l {}", 0.5, "1Gi", **kwargs)
+    assert notes == expected
+    assert labels.described(notes) == {"cpu": "0.5", "mem": "1Gi", "cwd": "/p",
+                                       "command": "wc -l {}"}
+    assert labels.described({}) == {"cpu": "", "mem": "", "cwd": "", "command": ""}

@@ -5,6 +5,8 @@ anyone who may list the objects)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # Labels (selectable)
 MANAGED_BY = "app.kubernetes.io/managed-by"  # always "womm"
 LABEL_TASK = "womm/task"  # the task id
@@ -31,3 +33,27 @@ NOTE_PODS = "womm/pods"  # the same, for a detached run's workers
 NOTE_LOG = "womm/log"  # an experiment task's log file name
 NOTE_LOG_DIR = "womm/log-dir"
 NOTE_PRIVILEGED = "womm/privileged"  # why a pod is privileged (the lazy share's FUSE)
+
+
+def describe(cwd: str, command: str, cpu: float, mem: str, *, host: str | None = None,
+             pid: int | None = None, created: float | None = None,
+             desired: int | None = None) -> dict[str, str]:
+    """The annotations that say what a task is (``womm status``'s CPU, MEM, PWD, COMMAND, and
+    where its coordinator runs); :func:`described` reads them back."""
+    notes = {NOTE_CWD: cwd, NOTE_COMMAND: command, NOTE_CPU: f"{cpu:g}", NOTE_MEM: mem}
+    if host is not None:
+        notes[NOTE_HOST] = host
+    if pid is not None:
+        notes[NOTE_PID] = str(pid)
+    if created is not None:
+        notes[NOTE_CREATED] = f"{created:.0f}"
+    if desired is not None:
+        notes[NOTE_DESIRED] = str(desired)
+    return notes
+
+
+def described(notes: Mapping[str, str]) -> dict[str, str]:
+    """``cpu``, ``mem``, ``cwd`` and ``command`` of :func:`describe`'s annotations ("" where
+    missing), as TaskInfo takes them."""
+    return {"cpu": notes.get(NOTE_CPU, ""), "mem": notes.get(NOTE_MEM, ""),
+            "cwd": notes.get(NOTE_CWD, ""), "command": notes.get(NOTE_COMMAND, "")}

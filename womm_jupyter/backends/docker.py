@@ -19,14 +19,12 @@ from ..labels import (
     LABEL_OWNER,
     LABEL_TASK,
     MANAGED_BY,
-    NOTE_COMMAND,
-    NOTE_CPU,
     NOTE_CREATED,
-    NOTE_CWD,
     NOTE_DESIRED,
     NOTE_HOST,
-    NOTE_MEM,
     NOTE_PID,
+    describe,
+    described,
 )
 from ..options import parse_memory
 from .base import Backend, GoneCallback, LaunchPlan, TaskInfo
@@ -66,11 +64,9 @@ class DockerBackend(Backend):
 
     def _labels(self, plan: LaunchPlan) -> dict[str, str]:
         return {MANAGED_BY: "womm", LABEL_TASK: plan.task_id, LABEL_OWNER: plan.owner,
-                NOTE_CWD: str(plan.cwd), NOTE_COMMAND: plan.command[:4000],
-                NOTE_CPU: f"{plan.cpu:g}", NOTE_MEM: plan.memory,
-                NOTE_CREATED: f"{plan.created:.0f}", NOTE_HOST: plan.host,
-                NOTE_PID: str(plan.coordinator_pid),
-                NOTE_DESIRED: str(len(plan.workers))}
+                **describe(str(plan.cwd), plan.command[:4000], plan.cpu, plan.memory,
+                           host=plan.host, pid=plan.coordinator_pid, created=plan.created,
+                           desired=len(plan.workers))}
 
     def launch(self, plan: LaunchPlan, on_gone: GoneCallback) -> str:
         import docker.errors
@@ -200,9 +196,8 @@ class DockerBackend(Backend):
             labels = members[0].labels
             meta = {"task_id": task_id, "backend": self.name,
                     "created": labels.get(NOTE_CREATED, 0), "pid": int(labels.get(NOTE_PID, 0)),
-                    "host": labels.get(NOTE_HOST), "cpu": labels.get(NOTE_CPU, ""),
-                    "mem": labels.get(NOTE_MEM, ""), "cwd": labels.get(NOTE_CWD, ""),
-                    "command": labels.get(NOTE_COMMAND, ""), "owner": labels.get(LABEL_OWNER)}
+                    "host": labels.get(NOTE_HOST), **described(labels),
+                    "owner": labels.get(LABEL_OWNER)}
             running = sum(1 for c in members if c.status == "running")
             rows.append(tasks.task_info(meta, ready=running,
                                         desired=int(labels.get(NOTE_DESIRED, len(members)))))

@@ -30,7 +30,12 @@ from ..kube.client import (
 )
 from ..kube.exec import ExecStream, open_exec
 from ..kube.shared_volume import shared_claim
-from ..labels import LABEL_OWNER, LABEL_TASK, MANAGED_BY, NOTE_COMMAND, NOTE_CPU, NOTE_CWD, NOTE_MEM
+from ..labels import (
+    LABEL_OWNER,
+    LABEL_TASK,
+    MANAGED_BY,
+    described,
+)
 from ..naming import owner, task_object_name
 from ._relay import PodRelay
 from .base import Backend, GoneCallback, LaunchPlan, TaskInfo, WorkerPlan
@@ -297,10 +302,8 @@ class KubernetesBackend(Backend):
             alive = lease_alive(leases.get(task_object_name(task_id)), at)
             return TaskInfo(
                 task_id=task_id, backend=self.name, created=meta.creation_timestamp.timestamp(),
-                status="RUNNING" if alive else "ORPHANED", cpu=notes.get(NOTE_CPU, ""),
-                mem=notes.get(NOTE_MEM, ""), ready=ready, desired=desired,
-                cwd=notes.get(NOTE_CWD, ""), command=notes.get(NOTE_COMMAND, ""),
-                owner=meta.labels.get(LABEL_OWNER, ""))
+                status="RUNNING" if alive else "ORPHANED", ready=ready, desired=desired,
+                owner=meta.labels.get(LABEL_OWNER, ""), **described(notes))
 
         rows = [row(d.metadata, d.status.ready_replicas or 0, d.spec.replicas or 0)
                 for d in deployments]

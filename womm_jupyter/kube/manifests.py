@@ -16,13 +16,8 @@ from ..labels import (
     LABEL_ROLE,
     LABEL_TASK,
     MANAGED_BY,
-    NOTE_COMMAND,
-    NOTE_CPU,
-    NOTE_CWD,
-    NOTE_HOST,
-    NOTE_MEM,
-    NOTE_PID,
     NOTE_PRIVILEGED,
+    describe,
 )
 from ..naming import task_object_name
 from . import shared_volume as shared
@@ -42,9 +37,8 @@ def task_labels(plan: LaunchPlan) -> dict[str, str]:
 
 
 def _annotations(plan: LaunchPlan) -> dict[str, str]:
-    return {NOTE_CWD: str(plan.cwd), NOTE_COMMAND: plan.command,
-            NOTE_CPU: f"{plan.cpu:g}", NOTE_MEM: plan.memory,
-            NOTE_HOST: plan.host, NOTE_PID: str(plan.coordinator_pid),
+    return {**describe(str(plan.cwd), plan.command, plan.cpu, plan.memory, host=plan.host,
+                       pid=plan.coordinator_pid),
             **({NOTE_PRIVILEGED: FUSE_REASON} if plan.fuse else {})}
 
 

@@ -64,13 +64,9 @@ from ..labels import (
     LABEL_TASK,
     MANAGED_BY,
     NOTE_COMMAND,
-    NOTE_CPU,
-    NOTE_CWD,
-    NOTE_HOST,
     NOTE_LOG,
     NOTE_LOG_DIR,
-    NOTE_MEM,
-    NOTE_PID,
+    describe,
 )
 from ..naming import experiment_pod_name, experiment_task_key, new_task_id, owner, task_object_name
 from ..options import ExperimentOptions
@@ -288,11 +284,10 @@ class Experiment(EventStream[ExperimentEvent, list[TaskOutcome]]):
     def _create_root(self) -> None:
         """The root ConfigMap and the heartbeat Lease (owned by it); start the heartbeat."""
         source = self.options.task_file or self._source
-        annotations = {NOTE_COMMAND: f"experiment -i {self.options.image} ({source})",
-                       NOTE_CWD: os.getcwd(), NOTE_CPU: f"{self.options.kube_cpu:g}",
-                       NOTE_MEM: self.options.kube_mem,
-                       NOTE_LOG_DIR: str(self.log_dir.resolve()),
-                       NOTE_HOST: socket.gethostname(), NOTE_PID: str(os.getpid())}
+        annotations = {**describe(os.getcwd(), f"experiment -i {self.options.image} ({source})",
+                                  self.options.kube_cpu, self.options.kube_mem,
+                                  host=socket.gethostname(), pid=os.getpid()),
+                       NOTE_LOG_DIR: str(self.log_dir.resolve())}
         self._root_uid = create_root(self.clients, self.id, self.owner, annotations)
         threading.Thread(target=self._heartbeat, daemon=True,
                          name=f"womm-experiment-heartbeat-{self.id}").start()

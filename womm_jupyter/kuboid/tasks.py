@@ -32,10 +32,7 @@ from ..labels import (
     LABEL_OWNER,
     LABEL_ROLE,
     LABEL_TASK,
-    NOTE_COMMAND,
-    NOTE_CPU,
-    NOTE_CWD,
-    NOTE_MEM,
+    described,
 )
 from ..naming import owner, task_object_name
 
@@ -94,10 +91,8 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         rows.append(TaskInfo(
             task_id=task_id, backend="kubernetes", created=meta.creation_timestamp.timestamp(),
             status="RUNNING" if lease_alive(leases.get(meta.name), at) else "ORPHANED",
-            cpu=notes.get(NOTE_CPU, ""), mem=notes.get(NOTE_MEM, ""),
             ready=sum((pod.status.phase if pod.status else "") == "Running" for pod in mine),
-            desired=len(mine), cwd=notes.get(NOTE_CWD, ""),
-            command=notes.get(NOTE_COMMAND, ""), owner=meta.labels.get(LABEL_OWNER, "")))
+            desired=len(mine), owner=meta.labels.get(LABEL_OWNER, ""), **described(notes)))
     return rows
 
 

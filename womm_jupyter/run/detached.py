@@ -51,11 +51,9 @@ from ..labels import (
     LABEL_ROLE,
     LABEL_TASK,
     MANAGED_BY,
-    NOTE_COMMAND,
-    NOTE_CPU,
-    NOTE_CWD,
-    NOTE_MEM,
     NOTE_PODS,
+    describe,
+    described,
 )
 from ..naming import is_task_id, task_object_name
 from ..naming import owner as current_owner
@@ -161,8 +159,8 @@ def submit(options: ParallelOptions, parallel_argv: list[str], *, cwd: Path,
                                          share=method)
     spec = {"options": dataclasses.asdict(leader_options), "argv": list(args.argv),
             "cwd": str(cwd.resolve()), "created": time.time()}
-    annotations = {NOTE_CWD: str(cwd.resolve()), NOTE_COMMAND: " ".join(args.argv),
-                   NOTE_CPU: f"{options.kube_cpu:g}", NOTE_MEM: options.kube_mem,
+    annotations = {**describe(str(cwd.resolve()), " ".join(args.argv), options.kube_cpu,
+                              options.kube_mem),
                    NOTE_PODS: str(options.kube_pods)}
     root = manifests.detached_root(
         task_id=task_id, owner=owner, annotations=annotations, spec=json.dumps(spec),
@@ -280,11 +278,8 @@ def tasks(all_owners: bool = False, *, context: str = "", namespace: str = "") -
         ready = (deployment.status.ready_replicas or 0) if deployment else 0
         rows.append(TaskInfo(task_id=task_id, backend="kubernetes",
                              created=meta.creation_timestamp.timestamp(), status=status,
-                             cpu=notes.get(NOTE_CPU, ""), mem=notes.get(NOTE_MEM, ""),
                              ready=ready, desired=int(notes.get(NOTE_PODS, "0") or 0),
-                             cwd=notes.get(NOTE_CWD, ""),
-                             command=notes.get(NOTE_COMMAND, ""),
-                             owner=meta.labels.get(LABEL_OWNER, "")))
+                             owner=meta.labels.get(LABEL_OWNER, ""), **described(notes)))
     return rows
 
 

@@ -33,14 +33,7 @@ from ..labels import (
     LABEL_OWNER,
     LABEL_TASK,
     MANAGED_BY,
-    NOTE_COMMAND,
-    NOTE_CPU,
-    NOTE_CREATED,
-    NOTE_CWD,
-    NOTE_DESIRED,
-    NOTE_HOST,
-    NOTE_MEM,
-    NOTE_PID,
+    describe,
 )
 from ..naming import new_task_id, owner
 from ..options import ShellOptions, parse_memory
@@ -157,10 +150,9 @@ class ShellSession(ContainerTerminal):
         ensure_image(client, options.image)
         uid, gid = os.getuid(), os.getgid()
         labels = {MANAGED_BY: "womm", LABEL_TASK: self.task_id, LABEL_OWNER: owner(),
-                  NOTE_CWD: str(cwd), NOTE_COMMAND: command or "womm shell",
-                  NOTE_CPU: f"{options.kube_cpu:g}", NOTE_MEM: options.kube_mem,
-                  NOTE_CREATED: f"{time.time():.0f}", NOTE_HOST: socket.gethostname(),
-                  NOTE_PID: str(os.getpid()), NOTE_DESIRED: "1"}
+                  **describe(str(cwd), command or "womm shell", options.kube_cpu,
+                             options.kube_mem, host=socket.gethostname(), pid=os.getpid(),
+                             created=time.time(), desired=1)}
         try:
             self.container = client.containers.create(
                 options.image, entrypoint=["/bin/sh", "-c"],
