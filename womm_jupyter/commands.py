@@ -27,10 +27,11 @@ from typing import Any, Literal
 from . import tasks
 from .backends import Backend, LocalBackend, TaskInfo, kubernetes_configured
 from .backends.docker import DockerBackend, connect
-from .backends.kubernetes import KubernetesBackend, load_config
+from .backends.kubernetes import KubernetesBackend
 from .errors import MissingToolError, TaskNotFoundError
 from .events import EventKind
 from .kube import manifests
+from .kube.client import load_config
 from .kuboid import experiment as experiments
 from .kuboid import tasks as experiment_tasks
 from .naming import check_task_id

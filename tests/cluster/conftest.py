@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from support.leader import run_womm
+from support.namespaces import delete_namespace
 
 HERE = Path(__file__).resolve().parent
 
@@ -132,11 +133,7 @@ def namespace(cluster):
     try:
         yield name
     finally:
-        try:
-            core.delete_namespace(name, body=client.V1DeleteOptions(grace_period_seconds=0))
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+        delete_namespace(core, name)
 
 
 @pytest.fixture

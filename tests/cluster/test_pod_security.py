@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from support.leader import womm_env
+from support.namespaces import delete_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -132,8 +133,4 @@ def test_cluster_setup_creates_a_new_namespace_with_its_label(cluster, tmp_path)
         assert client.RbacAuthorizationV1Api(cluster.api_client()).read_namespaced_role(
             "womm-leader", name).rules
     finally:
-        try:
-            core.delete_namespace(name, body=client.V1DeleteOptions(grace_period_seconds=0))
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+        delete_namespace(core, name)

@@ -24,7 +24,6 @@ from ..kube.client import (
     clients,
     delete_each,
     lease_alive,
-    load_config,
     now,
     renew_lease,
 )
@@ -40,7 +39,7 @@ from ..naming import owner, task_object_name
 from ._relay import PodRelay
 from .base import Backend, GoneCallback, LaunchPlan, TaskInfo, WorkerPlan
 
-__all__ = ["KubernetesBackend", "load_config"]
+__all__ = ["KubernetesBackend"]
 
 
 class KubernetesBackend(Backend):
